@@ -1,0 +1,108 @@
+//! The `recoverbot` command line: parse, load settings, run one command.
+//!
+//! Exit codes: 0 success; 1 the command failed (a flow file has errors, the
+//! database refused, ...); 2 bad usage or bad configuration. Every failure is
+//! reported as one line on stderr, never a panic or a backtrace.
+
+use crate::config::{self, ConfigError, Settings};
+use crate::store;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "recoverbot",
+    version,
+    about = "A support bot that gets locked-out users back into their accounts"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml if it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Print the effective configuration (file + environment), secrets masked.
+    Config,
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => return config_failure(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("recoverbot: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command, settings))
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("recoverbot: configuration error: {e}");
+    ExitCode::from(2)
+}
+
+async fn run(command: Command, settings: Settings) -> ExitCode {
+    match command {
+        Command::Config => {
+            print!("{}", settings.to_masked_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => {
+            crate::telemetry::init(&settings.log, false);
+            migrate(&settings).await
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> ExitCode {
+    let store = match store::open(&settings.database).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("recoverbot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = store.migrate().await;
+    store.close().await;
+    match result {
+        Ok(report) if report.applied.is_empty() => {
+            println!(
+                "{}: up to date ({} migrations)",
+                report.backend.name(),
+                report.known
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "{}: applied {} migration(s) {:?}; {} known",
+                report.backend.name(),
+                report.applied.len(),
+                report.applied,
+                report.known
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("recoverbot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

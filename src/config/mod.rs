@@ -1,0 +1,423 @@
+//! Typed settings.
+//!
+//! `Settings` is read from `config.toml` (or the file given with `--config`)
+//! and then overridden from the environment: `RECOVERBOT__SECTION__KEY`
+//! replaces `section.key`. Every section has serde defaults, so an empty file
+//! (or no file at all) gives a working local setup: SQLite under `data/`, the
+//! default flows, and the in-process account service simulator.
+//!
+//! Secrets are [`SecretString`]: their `Debug` shows `[REDACTED]` and the
+//! masked printer in [`Settings::to_masked_toml`] writes `"********"`.
+
+mod load;
+
+pub use load::{ConfigError, load};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use std::path::PathBuf;
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub platform: PlatformSettings,
+    pub engine: EngineSettings,
+    pub account_api: AccountApiSettings,
+    pub rate_limits: RateLimitSettings,
+    pub status: StatusSettings,
+    pub telegram: TelegramSettings,
+    pub discord: DiscordSettings,
+    pub simulator: SimulatorSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `recoverbot=debug,sqlx=warn`.
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (created on first use) or `postgres://USER@HOST/DB`.
+    #[serde(serialize_with = "mask_url_password")]
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long a writer waits for a locked SQLite file before giving up.
+    pub busy_timeout_ms: u64,
+    /// How long to keep trying to reach the database before giving up.
+    pub connect_timeout_secs: u64,
+    /// Apply pending migrations when the bot starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/recoverbot.db".into(),
+            max_connections: 8,
+            busy_timeout_ms: 5_000,
+            connect_timeout_secs: 10,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file (created on first use), or `None` for `sqlite::memory:`.
+    Sqlite {
+        path: Option<PathBuf>,
+    },
+    Postgres,
+}
+
+impl DatabaseSettings {
+    /// Parses `url`. The error never repeats the URL (it may hold a password).
+    pub fn parsed_url(&self) -> Result<DatabaseUrl, String> {
+        let url = self.url.trim();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.split('?').next().unwrap_or_default();
+            if rest == ":memory:" || rest == "//:memory:" {
+                return Ok(DatabaseUrl::Sqlite { path: None });
+            }
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(
+                    "a sqlite URL needs a file path, as in sqlite://data/recoverbot.db".into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite {
+                path: Some(PathBuf::from(path)),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return match url::Url::parse(url) {
+                Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => {
+                    Ok(DatabaseUrl::Postgres)
+                }
+                Ok(_) => Err("a postgres URL needs a host, as in postgres://user@host/db".into()),
+                Err(e) => Err(format!("not a valid postgres URL ({e})")),
+            };
+        }
+        Err("unsupported database URL: use sqlite://PATH or postgres://USER@HOST/DB".into())
+    }
+}
+
+/// Facts about the platform whose users the bot helps; flows show them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformSettings {
+    pub name: String,
+    pub login_url: String,
+    pub reset_url: String,
+    pub status_page_url: String,
+    pub support_hours: String,
+}
+
+impl Default for PlatformSettings {
+    fn default() -> Self {
+        Self {
+            name: "Example Platform".into(),
+            login_url: "https://example.com/login".into(),
+            reset_url: "https://example.com/forgot-password".into(),
+            status_page_url: "https://status.example.com".into(),
+            support_hours: "Monday to Friday, 9:00-18:00 UTC".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// The directory of flow files.
+    pub flows_dir: PathBuf,
+    /// A conversation untouched this long starts afresh.
+    pub idle_timeout_secs: u64,
+    /// Processed inbound event ids are kept this long to drop redeliveries.
+    pub dedupe_retention_hours: u64,
+    /// Transcript entries older than this are deleted.
+    pub transcript_retention_days: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            flows_dir: PathBuf::from("flows"),
+            idle_timeout_secs: 30 * 60,
+            dedupe_retention_hours: 72,
+            transcript_retention_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountApiSettings {
+    /// The account service. Unset: `chat` runs the simulator in-process;
+    /// `serve` refuses to start without it unless `use_simulator` is true.
+    pub base_url: Option<String>,
+    /// Bearer token for the account service.
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    /// Let `serve` run the in-process simulator (for demos only).
+    pub use_simulator: bool,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long the open breaker refuses calls before letting probes through.
+    pub breaker_open_secs: u64,
+    /// Probe calls allowed while half-open.
+    pub breaker_half_open_probes: u32,
+    /// The longest a user waits for an answer when the service is slow.
+    pub answer_deadline_ms: u64,
+}
+
+impl Default for AccountApiSettings {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            token: None,
+            use_simulator: false,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 5_000,
+            max_attempts: 3,
+            backoff_base_ms: 200,
+            backoff_max_ms: 2_000,
+            breaker_failure_threshold: 5,
+            breaker_open_secs: 30,
+            breaker_half_open_probes: 2,
+            answer_deadline_ms: 2_500,
+        }
+    }
+}
+
+/// Limits kept in the database, so they hold across restarts and instances.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Reset mails per (normalised) e-mail address per window.
+    pub resets_per_email: u32,
+    /// Reset mails one chat user may ask for per window.
+    pub resets_per_user: u32,
+    pub reset_window_secs: u64,
+    /// Verification codes one conversation may try per window.
+    pub verification_attempts_per_conversation: u32,
+    pub verification_window_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            resets_per_email: 3,
+            resets_per_user: 5,
+            reset_window_secs: 3_600,
+            verification_attempts_per_conversation: 10,
+            verification_window_secs: 3_600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSettings {
+    /// A Statuspage v2 base URL (`<url>/api/v2/summary.json`). Unset: the
+    /// account simulator's status page is used when the simulator runs.
+    pub url: Option<String>,
+    /// Component names whose incidents make login troubleshooting pointless.
+    pub login_components: Vec<String>,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            login_components: vec![
+                "Login".into(),
+                "Authentication".into(),
+                "Email delivery".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    #[default]
+    Polling,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramSettings {
+    pub enabled: bool,
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    pub api_url: String,
+    /// `polling` or `webhook`.
+    pub mode: TelegramMode,
+    /// Where the webhook server listens.
+    pub webhook_listen: String,
+    /// The public HTTPS URL Telegram posts updates to.
+    pub webhook_url: Option<String>,
+    /// Checked against `X-Telegram-Bot-Api-Secret-Token` on every request.
+    #[serde(serialize_with = "mask_secret")]
+    pub webhook_secret: Option<SecretString>,
+}
+
+impl Default for TelegramSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: None,
+            api_url: "https://api.telegram.org".into(),
+            mode: TelegramMode::Polling,
+            webhook_listen: "127.0.0.1:8443".into(),
+            webhook_url: None,
+            webhook_secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordSettings {
+    pub enabled: bool,
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    pub api_url: String,
+    /// Guilds to register slash commands in; empty registers them globally.
+    pub guild_ids: Vec<String>,
+    /// Serve Discord's HTTP interactions endpoint as well as the gateway.
+    pub interactions_endpoint: bool,
+    pub interactions_listen: String,
+    /// The application's public key (hex), from the developer portal.
+    pub public_key: Option<String>,
+}
+
+impl Default for DiscordSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: None,
+            api_url: "https://discord.com".into(),
+            guild_ids: Vec::new(),
+            interactions_endpoint: false,
+            interactions_listen: "127.0.0.1:8080".into(),
+            public_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorSettings {
+    /// Bearer token the simulator expects (and `chat` uses in-process).
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    /// Token for the `/_sim/*` admin endpoints.
+    #[serde(serialize_with = "mask_secret")]
+    pub admin_token: Option<SecretString>,
+    /// A TOML file with `[[accounts]]`; empty uses the built-in demo accounts.
+    pub accounts_file: Option<PathBuf>,
+    /// Seconds before a queued mail counts as sent, and before sent becomes delivered.
+    pub delivery_step_secs: u64,
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            admin_token: None,
+            accounts_file: None,
+            delivery_step_secs: 2,
+        }
+    }
+}
+
+const MASK: &str = "********";
+
+fn mask_secret<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(secret) if !secret.expose_secret().is_empty() => s.serialize_str(MASK),
+        _ => s.serialize_str(""),
+    }
+}
+
+fn mask_url_password<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&masked_url(value))
+}
+
+/// The URL with any password replaced by `********`, for display.
+pub fn masked_url(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(MASK));
+            url.to_string()
+        }
+        _ => value.to_string(),
+    }
+}
+
+impl Settings {
+    /// The effective configuration as TOML with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut settings = Settings::default();
+        settings.telegram.token = Some(SecretString::from("tg-very-secret"));
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("tg-very-secret"));
+        assert!(!settings.to_masked_toml().contains("tg-very-secret"));
+    }
+
+    #[test]
+    fn database_passwords_are_masked_for_display() {
+        assert_eq!(
+            masked_url("postgres://bot:hunter2@db/recoverbot"),
+            "postgres://bot:********@db/recoverbot"
+        );
+        assert_eq!(masked_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,199 @@
+//! The traits the engine needs from the outside world, and the records that
+//! cross them. The store implements the storage ports (SQLite, PostgreSQL,
+//! in memory); the account API client implements [`AccountActions`](super::actions::AccountActions).
+
+use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A conversation as the store keeps it. `variables` and `state` are JSON
+/// objects the engine owns; the store does not look inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConversation {
+    pub key: ConversationKey,
+    pub flow: String,
+    pub step: String,
+    pub variables: String,
+    pub state: String,
+    pub flow_version: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// Optimistic-concurrency version: 0 means "not stored yet".
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "in" => Some(Self::In),
+            "out" => Some(Self::Out),
+            _ => None,
+        }
+    }
+}
+
+/// One line of a transcript. `text` is already redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    pub direction: Direction,
+    pub text: String,
+    pub at: Millis,
+}
+
+/// Something worth keeping a record of: who did what to which subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    /// A JSON object with details; never a secret.
+    pub detail: String,
+}
+
+/// Everything one turn changes, committed in one transaction.
+#[derive(Debug, Clone)]
+pub struct TurnCommit {
+    /// The inbound event, recorded so a redelivery is recognised.
+    pub event: Option<EventId>,
+    /// The new state; its `version` is the version the turn started from.
+    pub conversation: StoredConversation,
+    pub transcript: Vec<TranscriptEntry>,
+    pub audit: Vec<AuditEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the conversation since it was loaded.
+    #[error("conversation {0} was changed by another writer")]
+    Conflict(ConversationKey),
+    /// The inbound event was already processed.
+    #[error("event was already processed")]
+    DuplicateEvent,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// How much a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub processed_events: u64,
+    pub transcript_entries: u64,
+    pub idempotency_records: u64,
+    pub rate_limit_counters: u64,
+}
+
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    async fn load_conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<StoredConversation>, StoreError>;
+
+    /// Commits a turn atomically: records the event (failing with
+    /// [`StoreError::DuplicateEvent`] if seen before), writes the state if the
+    /// stored version still equals `conversation.version` (else
+    /// [`StoreError::Conflict`]), and appends transcript and audit entries.
+    /// Returns the new version.
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError>;
+
+    async fn event_processed(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+    ) -> Result<bool, StoreError>;
+
+    /// The newest `limit` transcript entries of a conversation, oldest first.
+    async fn transcript(
+        &self,
+        key: &ConversationKey,
+        limit: u32,
+    ) -> Result<Vec<TranscriptEntry>, StoreError>;
+
+    /// Deletes dedupe records, transcripts and idempotency records older than
+    /// the given times, and rate-limit windows that have ended.
+    async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError>;
+}
+
+/// Cut-off times for [`ConversationStore::purge`].
+#[derive(Debug, Clone, Copy)]
+pub struct PurgeBefore {
+    pub processed_events: Millis,
+    pub transcript: Millis,
+    pub idempotency: Millis,
+    pub rate_limits: Millis,
+}
+
+/// The result of counting one hit against a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed { remaining: u32 },
+    Limited { retry_after_secs: u64 },
+}
+
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Counts a hit on `bucket` in the fixed window containing `now`, and
+    /// says whether it stayed within `limit`.
+    async fn hit(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError>;
+}
+
+/// The idempotency key of one side-effecting call, created before the first
+/// attempt and reused by every retry and replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// The response recorded after a successful call, if any.
+    pub response: Option<String>,
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Returns the record for `scope`, creating it with `new_key` if absent.
+    async fn idempotency_record(
+        &self,
+        scope: &str,
+        new_key: &str,
+        now: Millis,
+    ) -> Result<IdempotencyRecord, StoreError>;
+
+    async fn record_idempotent_response(
+        &self,
+        scope: &str,
+        response: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` entries, newest first.
+    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Everything the bot keeps: one interface, several backends.
+pub trait Store: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog {}
+
+impl<T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog> Store for T {}
