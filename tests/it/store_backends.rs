@@ -397,7 +397,7 @@ async fn fifty_concurrent_sqlite_writers_never_see_busy() {
         let store: Arc<SqlStore> = stores[writer % 2].clone();
         tasks.push(tokio::spawn(async move {
             let mut conflicts = 0u32;
-            for i in 0..20 {
+            for i in 0..10 {
                 // Ten writers share each conversation, so conflicts happen.
                 let k = key(&format!("shared-{}", writer % 5));
                 loop {
@@ -434,7 +434,7 @@ async fn fifty_concurrent_sqlite_writers_never_see_busy() {
             .unwrap()
             .version;
     }
-    assert_eq!(total, 50 * 20);
+    assert_eq!(total, 50 * 10);
 }
 
 #[tokio::test]
