@@ -5,7 +5,8 @@
 //! reported as one line on stderr, never a panic or a backtrace.
 
 use crate::config::{self, ConfigError, Settings};
-use crate::store;
+use crate::flow::graph::GraphFormat;
+use crate::{flow, store};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,26 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (file + environment), secrets masked.
     Config,
+    /// Check or draw the flow files.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Check flow files; exits 1 and lists every problem if there are any.
+    Check {
+        /// Directory of flow files (default: engine.flows_dir).
+        dir: Option<PathBuf>,
+    },
+    /// Draw the flows: steps, buttons and outcomes.
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormat,
+        /// Directory of flow files (default: engine.flows_dir).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -63,6 +84,43 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
         Command::Config => {
             print!("{}", settings.to_masked_toml());
             ExitCode::SUCCESS
+        }
+        Command::Flows(FlowsCommand::Check { dir }) => {
+            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_dir(&dir) {
+                Ok(set) => {
+                    let steps: usize = set.flows.values().map(|f| f.steps.len()).sum();
+                    println!(
+                        "{}: {} flows, {} steps, no problems",
+                        dir.display(),
+                        set.flows.len(),
+                        steps
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(diags) => {
+                    for d in &diags {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("{} problem(s) in {}", diags.len(), dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Flows(FlowsCommand::Graph { format, dir }) => {
+            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_dir(&dir) {
+                Ok(set) => {
+                    print!("{}", flow::graph::render(&set, format));
+                    ExitCode::SUCCESS
+                }
+                Err(diags) => {
+                    for d in &diags {
+                        eprintln!("{d}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Migrate => {
             crate::telemetry::init(&settings.log, false);

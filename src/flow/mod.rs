@@ -1,0 +1,14 @@
+//! Flows are data: `flows/*.toml`, editable by support staff without a
+//! rebuild. This module parses them ([`load`]), checks them ([`check`]: the
+//! linter behind `recoverbot flows check`), draws them ([`graph`]) and holds
+//! the vocabulary they may use ([`catalog`]).
+
+pub mod catalog;
+pub mod check;
+pub mod graph;
+pub mod load;
+pub mod model;
+
+pub use check::Diagnostic;
+pub use load::{load_dir, parse_flow_file};
+pub use model::{FlowSet, Target, normalize};

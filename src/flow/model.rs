@@ -1,0 +1,287 @@
+//! The flow language: the serde types of `flows/*.toml` as written by
+//! support staff, and the compiled [`FlowSet`] the engine runs.
+//!
+//! A file holds one flow: a `[flow]` header, its `[[step]]`s (the first is
+//! where the flow starts) and optionally global `[[intent]]`s. See
+//! `docs/flows.md` for the reference.
+
+use super::catalog::{ActionName, Validator};
+use regex::Regex;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One flow file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    pub flow: FlowHeader,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<StepDef>,
+    #[serde(default, rename = "intent")]
+    pub intents: Vec<IntentDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowHeader {
+    pub id: String,
+    /// Shown in menus and in "did this solve it?" records.
+    pub title: String,
+    /// Regexes (case-insensitive) that route free text into this flow.
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    /// Higher-priority flows are tried first when several triggers match.
+    #[serde(default)]
+    pub priority: i32,
+    /// Utility flows (menu, feedback, human) are not "topics" for feedback.
+    #[serde(default)]
+    pub utility: bool,
+}
+
+/// A phrase that works at every step ("menu", "talk to a human").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentDef {
+    pub id: String,
+    pub patterns: Vec<String>,
+    pub goto: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    pub id: String,
+    /// The message, with `{variable}` templates.
+    #[serde(default)]
+    pub say: Option<String>,
+    #[serde(default)]
+    pub buttons: Vec<ButtonDef>,
+    #[serde(default)]
+    pub capture: Option<CaptureDef>,
+    #[serde(default)]
+    pub action: Option<ActionDef>,
+    /// Where to continue (after the message, or after a capture).
+    #[serde(default)]
+    pub next: Option<String>,
+    /// Counts visits; past `max` the step goes to `exceeded` instead.
+    #[serde(default)]
+    pub count: Option<CounterDef>,
+    /// Variables to set on entering the step.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Records an escalation request with this reason on entering the step.
+    #[serde(default)]
+    pub escalate: Option<String>,
+    /// The conversation ends here; the next message starts afresh.
+    #[serde(default)]
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonDef {
+    pub label: String,
+    pub goto: String,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Stores the answer to "did this solve it?" (`solved`, `not_solved`).
+    #[serde(default)]
+    pub feedback: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureDef {
+    pub var: String,
+    /// One of [`Validator::ALL`]; checked by the flow checker.
+    pub validator: String,
+    /// Wrong answers allowed before `on_fail`.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    pub on_fail: String,
+    /// Said after a wrong answer, before the question is repeated.
+    #[serde(default)]
+    pub invalid: Option<String>,
+    /// For the `choice` validator.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// Route by the captured value (`yes`/`no`, a choice); else `next`.
+    #[serde(default)]
+    pub branches: BTreeMap<String, String>,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDef {
+    pub name: String,
+    /// Outcome -> target. `default` catches outcomes not listed.
+    pub on: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterDef {
+    pub name: String,
+    pub max: u32,
+    pub exceeded: String,
+}
+
+// ---- compiled form -------------------------------------------------------
+
+/// A resolved jump target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    pub flow: String,
+    pub step: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.flow, self.step)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Button {
+    pub label: String,
+    pub goto: Target,
+    pub set: BTreeMap<String, String>,
+    pub feedback: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub var: String,
+    pub validator: Validator,
+    pub retries: u32,
+    pub on_fail: Target,
+    pub invalid: Option<String>,
+    pub choices: Vec<String>,
+    pub branches: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub name: ActionName,
+    pub on: BTreeMap<String, Target>,
+}
+
+impl Action {
+    pub fn target_for(&self, outcome: &str) -> Option<&Target> {
+        self.on.get(outcome).or_else(|| self.on.get("default"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub name: String,
+    pub max: u32,
+    pub exceeded: Target,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub say: Option<String>,
+    pub buttons: Vec<Button>,
+    pub capture: Option<Capture>,
+    pub action: Option<Action>,
+    pub next: Option<Target>,
+    pub count: Option<Counter>,
+    pub set: BTreeMap<String, String>,
+    pub escalate: Option<String>,
+    pub end: bool,
+}
+
+impl Step {
+    /// Whether the conversation stops here to wait for the user.
+    pub fn waits(&self) -> bool {
+        self.action.is_none() && (!self.buttons.is_empty() || self.capture.is_some())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: String,
+    pub title: String,
+    pub file: PathBuf,
+    pub triggers: Vec<Regex>,
+    pub priority: i32,
+    pub utility: bool,
+    pub start: String,
+    pub steps: BTreeMap<String, Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub id: String,
+    pub patterns: Vec<Regex>,
+    pub goto: Target,
+}
+
+/// All flows, compiled and checked: what the engine runs.
+#[derive(Debug, Clone)]
+pub struct FlowSet {
+    pub flows: BTreeMap<String, Flow>,
+    pub intents: Vec<Intent>,
+    /// Flows in trigger order (priority, then id).
+    pub trigger_order: Vec<String>,
+    /// Changes whenever any flow file changes.
+    pub version: String,
+}
+
+/// The flow every fresh conversation starts in.
+pub const MAIN_FLOW: &str = "main";
+/// The step of the main flow that unrecognised text goes to.
+pub const CLARIFY_STEP: &str = "clarify";
+
+impl FlowSet {
+    pub fn step(&self, target: &Target) -> Option<&Step> {
+        self.flows.get(&target.flow)?.steps.get(&target.step)
+    }
+
+    pub fn flow(&self, id: &str) -> Option<&Flow> {
+        self.flows.get(id)
+    }
+
+    pub fn start_of(&self, flow: &str) -> Option<Target> {
+        self.flows.get(flow).map(|f| Target {
+            flow: f.id.clone(),
+            step: f.start.clone(),
+        })
+    }
+
+    pub fn main(&self) -> Target {
+        self.start_of(MAIN_FLOW)
+            .expect("a checked flow set has a main flow")
+    }
+
+    /// The first global intent whose pattern matches normalised text.
+    pub fn match_intent(&self, normalized: &str) -> Option<&Intent> {
+        self.intents
+            .iter()
+            .find(|i| i.patterns.iter().any(|p| p.is_match(normalized)))
+    }
+
+    /// The highest-priority flow whose trigger matches normalised text.
+    pub fn match_trigger(&self, normalized: &str) -> Option<&Flow> {
+        self.trigger_order
+            .iter()
+            .filter_map(|id| self.flows.get(id))
+            .find(|f| f.triggers.iter().any(|t| t.is_match(normalized)))
+    }
+}
+
+/// Lowercases, straightens quotes and collapses whitespace, so triggers see
+/// "Can’t  LOG in" as "can't log in".
+pub fn normalize(text: &str) -> String {
+    let lowered = text
+        .to_lowercase()
+        .replace(['\u{2019}', '\u{2018}', '`', '\u{00b4}'], "'");
+    lowered.split_whitespace().collect::<Vec<_>>().join(" ")
+}
