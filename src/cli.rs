@@ -32,6 +32,15 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (file + environment), secrets masked.
     Config,
+    /// Talk to the bot in this terminal (SQLite and the default flows).
+    Chat {
+        /// Machine-readable lines in and out (see README).
+        #[arg(long)]
+        jsonl: bool,
+        /// The chat user id, so scripts can run several conversations.
+        #[arg(long, default_value = "local-user")]
+        user: String,
+    },
     /// Check or draw the flow files.
     #[command(subcommand)]
     Flows(FlowsCommand),
@@ -122,6 +131,10 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                 }
             }
         }
+        Command::Chat { jsonl, user } => {
+            crate::telemetry::init(&settings.log, true);
+            chat(settings, jsonl, &user).await
+        }
         Command::Migrate => {
             crate::telemetry::init(&settings.log, false);
             migrate(&settings).await
@@ -160,6 +173,27 @@ async fn migrate(settings: &Settings) -> ExitCode {
         }
         Err(e) => {
             eprintln!("recoverbot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
+    let app = match crate::startup::App::build_offline(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("recoverbot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = crate::channels::console::ConsoleMode::detect(jsonl);
+    let console = crate::channels::console::Console::new(app.engine.clone(), user, mode);
+    let result = console.run(crate::startup::shutdown_signal()).await;
+    app.store.close().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recoverbot: {e:#}");
             ExitCode::FAILURE
         }
     }

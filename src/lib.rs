@@ -18,10 +18,12 @@
 //! Dependency direction: domain ← engine ← store ← cli. The engine never
 //! imports sqlx, reqwest, axum, teloxide or serenity.
 
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod flow;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

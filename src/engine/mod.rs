@@ -1,3 +1,293 @@
-//! The conversation engine (see `ports` for what it needs from outside).
+//! The conversation engine: a platform-neutral state machine.
+//!
+//! [`Engine::handle`] takes one [`Inbound`] event and returns the
+//! [`Outbound`] actions for the channel to render. It knows no platform, no
+//! SQL and no HTTP: storage and the account service are ports
+//! ([`ports`], [`actions`]) implemented elsewhere.
+//!
+//! A turn is atomic: the dedupe record, the new state (optimistic
+//! concurrency) and the transcript commit in one transaction, so an event
+//! delivered twice is answered once. Turns of one conversation run in order
+//! (a per-conversation lock here, the version check across instances);
+//! different conversations run concurrently.
 
+pub mod actions;
+mod locks;
+pub mod messages;
 pub mod ports;
+pub mod redact;
+mod state;
+mod template;
+mod text;
+mod turn;
+
+pub use actions::{AccountActions, ActionRequest, ActionResult, NoAccountService};
+pub use messages::{Inbound, Input, OutButton, Outbound, Reply};
+pub use state::{EngineState, Verified};
+
+use crate::config::{RateLimitSettings, Settings};
+use crate::domain::{Millis, now_millis};
+use crate::flow::FlowSet;
+use ports::{Direction, Store, StoreError, StoredConversation, TranscriptEntry, TurnCommit};
+use state::Conversation;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use turn::{Turn, TurnEnv};
+
+/// Where the engine reads the time (a test can move it).
+pub trait Clock: Send + Sync {
+    fn now_millis(&self) -> Millis;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        now_millis()
+    }
+}
+
+/// The engine's settings, taken from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub idle_timeout_ms: Millis,
+    /// A slow action is abandoned (fallback answer) after this long.
+    pub answer_deadline: Duration,
+    pub limits: RateLimitSettings,
+    /// `platform_name`, `login_url`, ... for templates.
+    pub platform_vars: BTreeMap<String, String>,
+}
+
+impl EngineConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let p = &settings.platform;
+        Self {
+            idle_timeout_ms: i64::try_from(settings.engine.idle_timeout_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            answer_deadline: Duration::from_millis(settings.account_api.answer_deadline_ms),
+            limits: settings.rate_limits.clone(),
+            platform_vars: BTreeMap::from([
+                ("platform_name".into(), p.name.clone()),
+                ("login_url".into(), p.login_url.clone()),
+                ("reset_url".into(), p.reset_url.clone()),
+                ("status_page_url".into(), p.status_page_url.clone()),
+                ("support_hours".into(), p.support_hours.clone()),
+            ]),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the conversation kept changing under this turn; try again")]
+    Contended,
+}
+
+/// Conflicts a turn is redone after before giving up.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+pub struct Engine {
+    flows: RwLock<Arc<FlowSet>>,
+    store: Arc<dyn Store>,
+    actions: Arc<dyn AccountActions>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    locks: locks::KeyedLocks,
+}
+
+impl Engine {
+    pub fn new(
+        flows: FlowSet,
+        store: Arc<dyn Store>,
+        actions: Arc<dyn AccountActions>,
+        config: EngineConfig,
+    ) -> Self {
+        Self::with_clock(flows, store, actions, config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        flows: FlowSet,
+        store: Arc<dyn Store>,
+        actions: Arc<dyn AccountActions>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            flows: RwLock::new(Arc::new(flows)),
+            store,
+            actions,
+            clock,
+            config,
+            locks: locks::KeyedLocks::default(),
+        }
+    }
+
+    pub fn flows(&self) -> Arc<FlowSet> {
+        self.flows.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in new flows (after an edit); conversations carry on where
+    /// their step still exists.
+    pub fn replace_flows(&self, flows: FlowSet) {
+        *self.flows.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(flows);
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Handles one inbound event; see the module docs for the guarantees.
+    #[tracing::instrument(skip_all, fields(channel = %inbound.key.channel, event = inbound.event_id.as_ref().map(|e| e.as_str())))]
+    pub async fn handle(&self, inbound: Inbound) -> Result<Reply, EngineError> {
+        let _turn = self.locks.lock(&inbound.key).await;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if let Some(event) = &inbound.event_id
+                && self.store.event_processed(inbound.key.channel, event).await?
+            {
+                return Ok(self.duplicate_reply(&inbound).await);
+            }
+            let stored = self.store.load_conversation(&inbound.key).await?;
+            let flows = self.flows();
+            let now = self.clock.now_millis();
+            let (mut conv, is_new) = match stored {
+                Some(s) => (decode(s, &flows), false),
+                None => (fresh(&flows, now), true),
+            };
+            if let Some(locale) = &inbound.locale {
+                conv.state.locale = Some(locale.clone());
+            }
+            let env = TurnEnv {
+                flows: &flows,
+                actions: self.actions.as_ref(),
+                limits: self.store.as_ref(),
+                config: &self.config,
+                now,
+                key: &inbound.key,
+                event: inbound.event_id.as_ref(),
+                message_id: inbound.message_id.as_deref(),
+            };
+            let out = Turn::new(env).run(&mut conv, is_new, inbound.input.clone()).await;
+            let reply = render_reply(&out, &conv);
+            if !out.commit {
+                return Ok(reply);
+            }
+            let mut transcript = Vec::new();
+            if let Some(text) = &out.transcript_in {
+                transcript.push(TranscriptEntry { direction: Direction::In, text: text.clone(), at: now });
+            }
+            if let Some(text) = reply.text() {
+                transcript.push(TranscriptEntry { direction: Direction::Out, text: text.to_string(), at: now });
+            }
+            conv.updated_at = now;
+            let commit = TurnCommit {
+                event: inbound.event_id.clone(),
+                conversation: encode(&inbound.key, &conv),
+                transcript,
+                audit: out.audit,
+                escalations: out.escalations,
+                feedback: out.feedback,
+            };
+            match self.store.commit_turn(commit).await {
+                Ok(_) => return Ok(reply),
+                Err(StoreError::DuplicateEvent) => return Ok(self.duplicate_reply(&inbound).await),
+                Err(StoreError::Conflict(_)) => {
+                    tracing::debug!("conversation changed by another writer; redoing the turn");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended)
+    }
+
+    async fn duplicate_reply(&self, inbound: &Inbound) -> Reply {
+        let (flow, step) = match self.store.load_conversation(&inbound.key).await {
+            Ok(Some(c)) => (c.flow, c.step),
+            _ => (String::new(), String::new()),
+        };
+        Reply { actions: Vec::new(), flow, step, duplicate: true }
+    }
+
+    /// Where a conversation stands, for tools and tests.
+    pub async fn position(&self, key: &crate::domain::ConversationKey) -> Result<Option<(String, String)>, EngineError> {
+        Ok(self.store.load_conversation(key).await?.map(|c| (c.flow, c.step)))
+    }
+}
+
+fn fresh(flows: &FlowSet, now: Millis) -> Conversation {
+    let main = flows.main();
+    Conversation {
+        flow: main.flow,
+        step: main.step,
+        vars: BTreeMap::new(),
+        state: EngineState::default(),
+        flow_version: flows.version.clone(),
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    }
+}
+
+/// Stored data the engine cannot read starts afresh (never a panic); the
+/// version is kept so the rewrite still passes the concurrency check.
+fn decode(s: StoredConversation, flows: &FlowSet) -> Conversation {
+    let vars = serde_json::from_str(&s.variables);
+    let state = serde_json::from_str(&s.state);
+    match (vars, state) {
+        (Ok(vars), Ok(state)) => Conversation {
+            flow: s.flow,
+            step: s.step,
+            vars,
+            state,
+            flow_version: s.flow_version,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            version: s.version,
+        },
+        _ => {
+            tracing::warn!("unreadable conversation state; starting afresh");
+            let mut c = fresh(flows, s.updated_at);
+            c.version = s.version;
+            c.flow_version = String::new();
+            c.flow = s.flow;
+            c.step = s.step;
+            c
+        }
+    }
+}
+
+fn encode(key: &crate::domain::ConversationKey, c: &Conversation) -> StoredConversation {
+    StoredConversation {
+        key: key.clone(),
+        flow: c.flow.clone(),
+        step: c.step.clone(),
+        variables: serde_json::to_string(&c.vars).unwrap_or_else(|_| "{}".into()),
+        state: serde_json::to_string(&c.state).unwrap_or_else(|_| "{}".into()),
+        flow_version: c.flow_version.clone(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        version: c.version,
+    }
+}
+
+fn render_reply(out: &turn::TurnOutput, conv: &Conversation) -> Reply {
+    let mut actions = out.pre.clone();
+    if let Some(notice) = &out.notice {
+        actions.push(Outbound::Notice { text: notice.clone() });
+    }
+    if !out.texts.is_empty() || !out.buttons.is_empty() {
+        actions.push(Outbound::Message {
+            text: out.texts.join("\n\n"),
+            buttons: out.buttons.clone(),
+        });
+    }
+    Reply {
+        actions,
+        flow: conv.flow.clone(),
+        step: conv.step.clone(),
+        duplicate: false,
+    }
+}

@@ -64,6 +64,28 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// A user asked for a person (or a flow decided they need one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationRecord {
+    /// Short reference shown to the user (`esc_...`).
+    pub id: String,
+    pub key: ConversationKey,
+    pub reason: String,
+    pub topic: Option<String>,
+    pub created_at: Millis,
+}
+
+/// The answer to "did this solve it?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    pub key: ConversationKey,
+    /// The topic flow the answer is about.
+    pub topic: String,
+    /// `solved` or `not_solved`.
+    pub answer: String,
+    pub at: Millis,
+}
+
 /// Everything one turn changes, committed in one transaction.
 #[derive(Debug, Clone)]
 pub struct TurnCommit {
@@ -73,6 +95,8 @@ pub struct TurnCommit {
     pub conversation: StoredConversation,
     pub transcript: Vec<TranscriptEntry>,
     pub audit: Vec<AuditEntry>,
+    pub escalations: Vec<EscalationRecord>,
+    pub feedback: Vec<FeedbackRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +148,12 @@ pub trait ConversationStore: Send + Sync {
         key: &ConversationKey,
         limit: u32,
     ) -> Result<Vec<TranscriptEntry>, StoreError>;
+
+    /// The newest escalation requests, newest first.
+    async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError>;
+
+    /// The newest feedback answers, newest first.
+    async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError>;
 
     /// Deletes dedupe records, transcripts and idempotency records older than
     /// the given times, and rate-limit windows that have ended.

@@ -5,7 +5,7 @@
 use super::sql::decide;
 use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
 use crate::engine::ports::{
-    AuditEntry, AuditLog, ConversationStore, IdempotencyRecord, IdempotencyStore, PurgeBefore,
+    AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord, IdempotencyStore, PurgeBefore,
     PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
     TurnCommit,
 };
@@ -21,6 +21,8 @@ struct Tables {
     counters: HashMap<(String, Millis), (Millis, i64)>,
     idempotency: HashMap<String, (IdempotencyRecord, Millis)>,
     audit: Vec<AuditEntry>,
+    escalations: Vec<EscalationRecord>,
+    feedback: Vec<FeedbackRecord>,
 }
 
 /// In-memory store. Keeps transcripts only when asked to, so a long
@@ -93,6 +95,8 @@ impl ConversationStore for MemoryStore {
                 .extend(turn.transcript);
         }
         t.audit.extend(turn.audit);
+        t.escalations.extend(turn.escalations);
+        t.feedback.extend(turn.feedback);
         Ok(version)
     }
 
@@ -120,6 +124,16 @@ impl ConversationStore for MemoryStore {
             .unwrap_or_default();
         let skip = all.len().saturating_sub(limit as usize);
         Ok(all[skip..].to_vec())
+    }
+
+    async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
+        let t = self.tables();
+        Ok(t.escalations.iter().rev().take(limit as usize).cloned().collect())
+    }
+
+    async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
+        let t = self.tables();
+        Ok(t.feedback.iter().rev().take(limit as usize).cloned().collect())
     }
 
     async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError> {

@@ -7,7 +7,8 @@ use super::{Backend, MigrationReport, OpenError};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
 use crate::engine::ports::{
-    AuditEntry, AuditLog, ConversationStore, Direction, IdempotencyRecord, IdempotencyStore,
+    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
+    IdempotencyRecord, IdempotencyStore,
     PurgeBefore, PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation,
     TranscriptEntry, TurnCommit,
 };
@@ -333,6 +334,37 @@ impl ConversationStore for SqlStore {
         for entry in &turn.audit {
             insert_audit(&mut *tx, entry).await?;
         }
+        for e in &turn.escalations {
+            sqlx::query(
+                "INSERT INTO escalation_requests (id, channel, chat_id, user_id, reason, topic, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&e.id)
+            .bind(e.key.channel.as_str())
+            .bind(&e.key.chat)
+            .bind(&e.key.user)
+            .bind(&e.reason)
+            .bind(e.topic.clone())
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        }
+        for f in &turn.feedback {
+            sqlx::query(
+                "INSERT INTO feedback (channel, chat_id, user_id, topic, answer, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(f.key.channel.as_str())
+            .bind(&f.key.chat)
+            .bind(&f.key.user)
+            .bind(&f.topic)
+            .bind(&f.answer)
+            .bind(f.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        }
 
         tx.commit().await.map_err(backend_err)?;
         Ok(new_version)
@@ -389,6 +421,50 @@ impl ConversationStore for SqlStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend.name()))]
+    async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, channel, chat_id, user_id, reason, topic, created_at \
+             FROM escalation_requests ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EscalationRecord {
+                    id: r.try_get(0).map_err(backend_err)?,
+                    key: key_from_row(r, 1)?,
+                    reason: r.try_get(4).map_err(backend_err)?,
+                    topic: r.try_get(5).map_err(backend_err)?,
+                    created_at: r.try_get(6).map_err(backend_err)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend.name()))]
+    async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, chat_id, user_id, topic, answer, at FROM feedback ORDER BY at DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedbackRecord {
+                    key: key_from_row(r, 0)?,
+                    topic: r.try_get(3).map_err(backend_err)?,
+                    answer: r.try_get(4).map_err(backend_err)?,
+                    at: r.try_get(5).map_err(backend_err)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend.name()))]
     async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError> {
         let (_guard, mut tx) = self.begin_write().await?;
         let mut run = async |sql: &str, at: Millis| -> Result<u64, StoreError> {
@@ -424,6 +500,17 @@ impl ConversationStore for SqlStore {
         tx.commit().await.map_err(backend_err)?;
         Ok(report)
     }
+}
+
+/// A conversation key from three columns starting at `first`.
+fn key_from_row(row: &AnyRow, first: usize) -> Result<ConversationKey, StoreError> {
+    let channel: String = row.try_get(first).map_err(backend_err)?;
+    Ok(ConversationKey {
+        channel: ChannelKind::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel:?}")))?,
+        chat: row.try_get(first + 1).map_err(backend_err)?,
+        user: row.try_get(first + 2).map_err(backend_err)?,
+    })
 }
 
 async fn insert_audit<'c, E>(executor: E, entry: &AuditEntry) -> Result<(), StoreError>

@@ -1,0 +1,243 @@
+//! The local console: `recoverbot chat`.
+//!
+//! Interactive on a terminal (buttons are numbered; type the number or the
+//! label), one message per line when piped, and `--jsonl` for scripts:
+//! input lines `{"text": "..."}` or `{"press": "<label>"}`, one output line
+//! per reply `{"text", "buttons", "flow", "step", ...}`.
+
+use crate::domain::{ChannelKind, ConversationKey};
+use crate::engine::{Engine, Inbound, Input, OutButton, Outbound, Reply};
+use serde::Deserialize;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMode {
+    Interactive,
+    Lines,
+    Jsonl,
+}
+
+impl ConsoleMode {
+    pub fn detect(jsonl: bool) -> Self {
+        if jsonl {
+            Self::Jsonl
+        } else if std::io::stdin().is_terminal() {
+            Self::Interactive
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonInput {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    press: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct JsonReply<'a> {
+    text: &'a str,
+    buttons: Vec<&'a str>,
+    flow: &'a str,
+    step: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notice: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted_your_message: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+pub struct Console {
+    engine: Arc<Engine>,
+    key: ConversationKey,
+    mode: ConsoleMode,
+    buttons: Vec<OutButton>,
+    line_no: u64,
+}
+
+impl Console {
+    pub fn new(engine: Arc<Engine>, user: &str, mode: ConsoleMode) -> Self {
+        Self {
+            engine,
+            key: ConversationKey::new(ChannelKind::Console, "console", user),
+            mode,
+            buttons: Vec::new(),
+            line_no: 0,
+        }
+    }
+
+    /// Reads stdin until EOF (or `shutdown`), writing replies to stdout.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let mut out = tokio::io::stdout();
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        if self.mode == ConsoleMode::Interactive {
+            out.write_all(
+                b"recoverbot console. Describe your problem (e.g. \"I forgot my password\"), or type \"menu\". Ctrl-D quits.\n",
+            )
+            .await?;
+            self.prompt(&mut out).await?;
+        }
+        tokio::pin!(shutdown);
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line?,
+                () = &mut shutdown => None,
+            };
+            let Some(line) = line else { break };
+            if line.trim().is_empty() {
+                if self.mode == ConsoleMode::Interactive {
+                    self.prompt(&mut out).await?;
+                }
+                continue;
+            }
+            match self.input_from(&line) {
+                Ok(input) => self.turn(&mut out, input).await?,
+                Err(problem) => {
+                    self.write_error(&mut out, &problem).await?;
+                }
+            }
+            if self.mode == ConsoleMode::Interactive {
+                self.prompt(&mut out).await?;
+            }
+        }
+        out.flush().await?;
+        Ok(())
+    }
+
+    async fn prompt<W: AsyncWrite + Unpin>(&self, out: &mut W) -> std::io::Result<()> {
+        out.write_all(b"you> ").await?;
+        out.flush().await
+    }
+
+    /// Turns a line into engine input: a button number or label becomes a
+    /// press of that button of the latest reply.
+    fn input_from(&self, line: &str) -> Result<Input, String> {
+        let (text, press) = if self.mode == ConsoleMode::Jsonl {
+            let parsed: JsonInput = serde_json::from_str(line)
+                .map_err(|e| format!("bad input line (expected {{\"text\": ...}} or {{\"press\": ...}}): {e}"))?;
+            match (parsed.text, parsed.press) {
+                (Some(t), None) => (Some(t), None),
+                (None, Some(p)) => (None, Some(p)),
+                _ => return Err("give exactly one of \"text\" or \"press\"".into()),
+            }
+        } else {
+            (Some(line.trim().to_string()), None)
+        };
+        if let Some(label) = press {
+            let wanted = label.trim().to_lowercase();
+            return self
+                .buttons
+                .iter()
+                .find(|b| b.label.to_lowercase() == wanted)
+                .map(|b| Input::Button(b.payload.clone()))
+                .ok_or_else(|| format!("no button {label:?} in the latest reply"));
+        }
+        let text = text.unwrap_or_default();
+        if self.mode != ConsoleMode::Jsonl {
+            if let Ok(n) = text.parse::<usize>()
+                && let Some(b) = n.checked_sub(1).and_then(|i| self.buttons.get(i))
+            {
+                return Ok(Input::Button(b.payload.clone()));
+            }
+            if let Some(b) = self.buttons.iter().find(|b| b.label.eq_ignore_ascii_case(&text)) {
+                return Ok(Input::Button(b.payload.clone()));
+            }
+        }
+        Ok(Input::Text(text))
+    }
+
+    async fn turn<W: AsyncWrite + Unpin>(&mut self, out: &mut W, input: Input) -> anyhow::Result<()> {
+        self.line_no += 1;
+        let inbound = Inbound {
+            key: self.key.clone(),
+            event_id: None,
+            message_id: Some(format!("line-{}", self.line_no)),
+            locale: None,
+            input,
+        };
+        match self.engine.handle(inbound).await {
+            Ok(reply) => {
+                if !reply.buttons().is_empty() || reply.text().is_some() {
+                    self.buttons = reply.buttons().to_vec();
+                }
+                self.write_reply(out, &reply).await?;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "turn failed");
+                self.write_error(out, "something went wrong on my side; please try again").await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_reply<W: AsyncWrite + Unpin>(&self, out: &mut W, reply: &Reply) -> std::io::Result<()> {
+        let notice = reply.actions.iter().find_map(|a| match a {
+            Outbound::Notice { text } => Some(text.as_str()),
+            _ => None,
+        });
+        let deleted = reply.actions.iter().any(|a| matches!(a, Outbound::DeleteMessage { .. }));
+        let mut s = String::new();
+        match self.mode {
+            ConsoleMode::Jsonl => {
+                let line = JsonReply {
+                    text: reply.text().unwrap_or_default(),
+                    buttons: reply.buttons().iter().map(|b| b.label.as_str()).collect(),
+                    flow: &reply.flow,
+                    step: &reply.step,
+                    notice,
+                    deleted_your_message: deleted,
+                    error: None,
+                };
+                s = serde_json::to_string(&line).unwrap_or_default();
+                s.push('\n');
+            }
+            ConsoleMode::Interactive | ConsoleMode::Lines => {
+                if deleted {
+                    s.push_str("(your message was removed from the transcript)\n");
+                }
+                if let Some(n) = notice {
+                    s.push_str(&format!("[{n}]\n"));
+                }
+                if let Some(text) = reply.text() {
+                    for (i, line) in text.lines().enumerate() {
+                        s.push_str(if i == 0 { "bot> " } else { "     " });
+                        s.push_str(line);
+                        s.push('\n');
+                    }
+                }
+                for (i, b) in reply.buttons().iter().enumerate() {
+                    s.push_str(&format!("     [{}] {}\n", i + 1, b.label));
+                }
+            }
+        }
+        out.write_all(s.as_bytes()).await?;
+        out.flush().await
+    }
+
+    async fn write_error<W: AsyncWrite + Unpin>(&self, out: &mut W, problem: &str) -> std::io::Result<()> {
+        let s = match self.mode {
+            ConsoleMode::Jsonl => {
+                let line = JsonReply {
+                    text: "",
+                    buttons: Vec::new(),
+                    flow: "",
+                    step: "",
+                    notice: None,
+                    deleted_your_message: false,
+                    error: Some(problem),
+                };
+                format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
+            }
+            _ => format!("[{problem}]\n"),
+        };
+        out.write_all(s.as_bytes()).await?;
+        out.flush().await
+    }
+}
