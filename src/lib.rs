@@ -18,6 +18,7 @@
 //! Dependency direction: domain ← engine ← store ← cli. The engine never
 //! imports sqlx, reqwest, axum, teloxide or serenity.
 
+pub mod account_api;
 pub mod channels;
 pub mod cli;
 pub mod config;

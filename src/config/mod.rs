@@ -351,10 +351,55 @@ pub struct SimulatorSettings {
     /// Token for the `/_sim/*` admin endpoints.
     #[serde(serialize_with = "mask_secret")]
     pub admin_token: Option<SecretString>,
-    /// A TOML file with `[[accounts]]`; empty uses the built-in demo accounts.
+    /// A TOML file with `[[accounts]]`, used when `accounts` is empty.
     pub accounts_file: Option<PathBuf>,
+    /// Demo accounts; with neither these nor a file, built-in ones are used.
+    pub accounts: Vec<SimAccountSettings>,
     /// Seconds before a queued mail counts as sent, and before sent becomes delivered.
     pub delivery_step_secs: u64,
+    /// Reset and verification mails per address per hour before 429.
+    pub mails_per_address_per_hour: u32,
+}
+
+/// What a simulated mailbox does with mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxBehaviour {
+    #[default]
+    Delivers,
+    Bounces,
+    Defers,
+}
+
+/// One demo account of the simulator.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimAccountSettings {
+    pub email: String,
+    pub account_id: String,
+    /// `app` and/or `sms`; empty means two-factor is off.
+    #[serde(default)]
+    pub two_factor: Vec<String>,
+    /// Base32 TOTP secret for the authenticator app.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    #[serde(default)]
+    pub backup_codes_left: u32,
+    /// Locked for this many minutes after the simulator starts.
+    #[serde(default)]
+    pub locked_minutes: u32,
+    #[serde(default)]
+    pub failed_attempts_24h: u32,
+    #[serde(default)]
+    pub suspended: bool,
+    #[serde(default = "yes")]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub mailbox: MailboxBehaviour,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for SimulatorSettings {
@@ -363,7 +408,9 @@ impl Default for SimulatorSettings {
             token: None,
             admin_token: None,
             accounts_file: None,
+            accounts: Vec::new(),
             delivery_step_secs: 2,
+            mails_per_address_per_hour: 5,
         }
     }
 }

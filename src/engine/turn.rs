@@ -256,6 +256,15 @@ impl<'a> Turn<'a> {
             self.run_from(conv, flows.main()).await;
             return;
         };
+        // A valid answer to the question wins over a button number ("000001"
+        // is a code, not button 1).
+        if let Some(capture) = &step.capture
+            && text::validate(capture, raw, redacted).is_some()
+        {
+            let capture = capture.clone();
+            self.on_capture(conv, step, &capture, raw, redacted, &normalized).await;
+            return;
+        }
         if let Some(button) = text::match_button(&step.buttons, &normalized) {
             let button = button.clone();
             self.press(conv, &button).await;
