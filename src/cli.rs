@@ -5,7 +5,9 @@
 //! reported as one line on stderr, never a panic or a backtrace.
 
 use crate::config::{self, ConfigError, Settings};
+use crate::channels::console::{Console, ConsoleMode};
 use crate::flow::graph::GraphFormat;
+use crate::startup::{AccountMode, App, StartError, shutdown_signal};
 use crate::{flow, store};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +42,12 @@ pub enum Command {
         /// The chat user id, so scripts can run several conversations.
         #[arg(long, default_value = "local-user")]
         user: String,
+    },
+    /// Run the account service simulator (the contract, a status page, admin endpoints).
+    AccountSim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
     },
     /// Check or draw the flow files.
     #[command(subcommand)]
@@ -135,6 +143,10 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             crate::telemetry::init(&settings.log, true);
             chat(settings, jsonl, &user).await
         }
+        Command::AccountSim { listen } => {
+            crate::telemetry::init(&settings.log, false);
+            account_sim(settings, &listen).await
+        }
         Command::Migrate => {
             crate::telemetry::init(&settings.log, false);
             migrate(&settings).await
@@ -179,17 +191,21 @@ async fn migrate(settings: &Settings) -> ExitCode {
 }
 
 async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
-    let app = match crate::startup::App::build_offline(settings).await {
+    let app = match App::build(settings, AccountMode::SimulatorByDefault).await {
         Ok(app) => app,
-        Err(e) => {
-            eprintln!("recoverbot: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failure(&e),
     };
-    let mode = crate::channels::console::ConsoleMode::detect(jsonl);
-    let console = crate::channels::console::Console::new(app.engine.clone(), user, mode);
-    let result = console.run(crate::startup::shutdown_signal()).await;
-    app.store.close().await;
+    tracing::info!("{}", app.account_api_description);
+    let mode = ConsoleMode::detect(jsonl);
+    let mut console = Console::new(app.engine.clone(), user, mode);
+    if let Some(sim) = &app.simulator {
+        console = console.with_simulated_mail(sim.mails());
+        if mode == ConsoleMode::Interactive {
+            println!("(Running against the built-in account simulator: demo accounts alice@, bob@, carol@, dave@ and erin@example.com; its mails are shown here.)");
+        }
+    }
+    let result = console.run(shutdown_signal()).await;
+    app.shut_down().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -197,4 +213,45 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn start_failure(e: &StartError) -> ExitCode {
+    eprintln!("recoverbot: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+async fn account_sim(settings: Settings, listen: &str) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("recoverbot: cannot listen on {listen}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match crate::account_api::sim::start(&settings.simulator, listener).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("recoverbot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("account simulator listening on {}", running.url);
+    match &settings.simulator.token {
+        Some(_) => println!("API token: from simulator.token (RECOVERBOT__SIMULATOR__TOKEN)"),
+        None => println!(
+            "API token (generated for this run; set RECOVERBOT__SIMULATOR__TOKEN to choose one): {}",
+            secrecy::ExposeSecret::expose_secret(&running.token)
+        ),
+    }
+    match &settings.simulator.admin_token {
+        Some(_) => println!("admin token: from simulator.admin_token (RECOVERBOT__SIMULATOR__ADMIN_TOKEN)"),
+        None => println!(
+            "admin token (generated for this run; set RECOVERBOT__SIMULATOR__ADMIN_TOKEN to choose one): {}",
+            secrecy::ExposeSecret::expose_secret(&running.admin_token)
+        ),
+    }
+    println!("status page: {}/api/v2/summary.json", running.url);
+    shutdown_signal().await;
+    running.stop().await;
+    ExitCode::SUCCESS
 }

@@ -2,11 +2,15 @@
 //! migrates the database, loads and checks the flows (refusing to start on
 //! errors), builds the account actions and the engine.
 
+use crate::account_api::sim::{self, RunningSim};
+use crate::account_api::statuspage::StatusReader;
+use crate::account_api::{AccountClient, ApiActions, ClientOptions};
 use crate::config::Settings;
-use crate::engine::{AccountActions, Engine, EngineConfig, NoAccountService};
+use crate::engine::{AccountActions, Engine, EngineConfig};
 use crate::flow::{self, Diagnostic};
 use crate::store::{self, OpenError, SqlStore};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -14,35 +18,126 @@ pub enum StartError {
     Database(#[from] OpenError),
     #[error("the flow files have {} problem(s); run `recoverbot flows check` (first: {})", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
     Flows(Vec<Diagnostic>),
+    /// A setting is missing or unusable: the operator must fix the configuration.
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot start the account simulator: {0}")]
+    Simulator(String),
+}
+
+impl StartError {
+    /// Configuration problems exit with 2, like a bad config file.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Which account service the bot talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountMode {
+    /// `chat`: the configured service, or the simulator in-process when
+    /// `account_api.base_url` is unset.
+    SimulatorByDefault,
+    /// `serve`: the configured service; the simulator only when
+    /// `account_api.use_simulator` says so. Never a silent fallback.
+    ExplicitOnly,
 }
 
 pub struct App {
     pub settings: Settings,
     pub store: Arc<SqlStore>,
     pub engine: Arc<Engine>,
+    /// The in-process simulator, when the bot runs against it.
+    pub simulator: Option<RunningSim>,
+    /// A line for the operator: which account API is in use.
+    pub account_api_description: String,
 }
 
 impl App {
-    /// Builds the app with the given account actions.
-    pub async fn build(settings: Settings, actions: Arc<dyn AccountActions>) -> Result<Self, StartError> {
+    /// Opens the database, loads the flows, connects the account service.
+    pub async fn build(settings: Settings, mode: AccountMode) -> Result<Self, StartError> {
         let flows = flow::load_dir(&settings.engine.flows_dir).map_err(StartError::Flows)?;
         let store = Arc::new(store::open(&settings.database).await?);
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
+        let (actions, simulator, description) = account_actions(&settings, mode, store.clone()).await?;
         let engine = Arc::new(Engine::new(
             flows,
             store.clone(),
             actions,
             EngineConfig::from_settings(&settings),
         ));
-        Ok(Self { settings, store, engine })
+        Ok(Self {
+            settings,
+            store,
+            engine,
+            simulator,
+            account_api_description: description,
+        })
     }
 
-    /// Builds the app with no account service (every action falls back).
-    pub async fn build_offline(settings: Settings) -> Result<Self, StartError> {
-        Self::build(settings, Arc::new(NoAccountService)).await
+    /// Stops background parts and closes the database.
+    pub async fn shut_down(self) {
+        if let Some(sim) = self.simulator {
+            sim.stop().await;
+        }
+        self.store.close().await;
     }
+}
+
+async fn account_actions(
+    settings: &Settings,
+    mode: AccountMode,
+    store: Arc<SqlStore>,
+) -> Result<(Arc<dyn AccountActions>, Option<RunningSim>, String), StartError> {
+    let api = &settings.account_api;
+    let use_sim = api.base_url.is_none()
+        && (mode == AccountMode::SimulatorByDefault || api.use_simulator);
+    let (base_url, token, simulator, description) = if let Some(url) = &api.base_url {
+        let token = api.token.clone().ok_or_else(|| {
+            StartError::Config(
+                "account_api.token is not set: export RECOVERBOT__ACCOUNT_API__TOKEN".into(),
+            )
+        })?;
+        let shown = crate::config::masked_url(url);
+        (url.clone(), token, None, format!("account API: {shown}"))
+    } else if use_sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| StartError::Simulator(e.to_string()))?;
+        let running = sim::start(&settings.simulator, listener)
+            .await
+            .map_err(StartError::Simulator)?;
+        let description = format!(
+            "account API: the built-in simulator at {} (demo accounts; no real mail is sent)",
+            running.url
+        );
+        (running.url.clone(), running.token.clone(), Some(running), description)
+    } else {
+        return Err(StartError::Config(
+            "account_api.base_url is not set: export RECOVERBOT__ACCOUNT_API__BASE_URL (and RECOVERBOT__ACCOUNT_API__TOKEN), or set account_api.use_simulator = true for a demo".into(),
+        ));
+    };
+    let client = AccountClient::new(&base_url, &token, ClientOptions::from(api), store)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let status_base = settings
+        .status
+        .url
+        .clone()
+        .or_else(|| simulator.as_ref().map(|s| s.url.clone()));
+    let status = match status_base {
+        Some(url) => Some(
+            StatusReader::new(&url, Duration::from_millis(api.request_timeout_ms))
+                .map_err(StartError::Config)?,
+        ),
+        None => None,
+    };
+    let actions = ApiActions::new(Arc::new(client), status, settings.status.login_components.clone());
+    Ok((Arc::new(actions), simulator, description))
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -5,12 +5,14 @@
 //! input lines `{"text": "..."}` or `{"press": "<label>"}`, one output line
 //! per reply `{"text", "buttons", "flow", "step", ...}`.
 
+use crate::account_api::sim::SimMail;
 use crate::domain::{ChannelKind, ConversationKey};
 use crate::engine::{Engine, Inbound, Input, OutButton, Outbound, Reply};
 use serde::Deserialize;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsoleMode {
@@ -56,6 +58,8 @@ struct JsonReply<'a> {
 
 pub struct Console {
     engine: Arc<Engine>,
+    /// Mails of the in-process account simulator, shown after each reply.
+    sim_mail: Option<broadcast::Receiver<SimMail>>,
     key: ConversationKey,
     mode: ConsoleMode,
     buttons: Vec<OutButton>,
@@ -66,11 +70,18 @@ impl Console {
     pub fn new(engine: Arc<Engine>, user: &str, mode: ConsoleMode) -> Self {
         Self {
             engine,
+            sim_mail: None,
             key: ConversationKey::new(ChannelKind::Console, "console", user),
             mode,
             buttons: Vec::new(),
             line_no: 0,
         }
+    }
+
+    /// Shows the simulator's mails in the conversation, clearly marked.
+    pub fn with_simulated_mail(mut self, mails: broadcast::Receiver<SimMail>) -> Self {
+        self.sim_mail = Some(mails);
+        self
     }
 
     /// Reads stdin until EOF (or `shutdown`), writing replies to stdout.
@@ -168,6 +179,7 @@ impl Console {
                     self.buttons = reply.buttons().to_vec();
                 }
                 self.write_reply(out, &reply).await?;
+                self.write_mails(out).await?;
             }
             Err(e) => {
                 tracing::error!(error = %e, "turn failed");
@@ -215,6 +227,28 @@ impl Console {
                 for (i, b) in reply.buttons().iter().enumerate() {
                     s.push_str(&format!("     [{}] {}\n", i + 1, b.label));
                 }
+            }
+        }
+        out.write_all(s.as_bytes()).await?;
+        out.flush().await
+    }
+
+    async fn write_mails<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> std::io::Result<()> {
+        let Some(rx) = &mut self.sim_mail else {
+            return Ok(());
+        };
+        let mut s = String::new();
+        while let Ok(mail) = rx.try_recv() {
+            if self.mode == ConsoleMode::Jsonl {
+                s.push_str(&serde_json::json!({ "simulator_mail": mail }).to_string());
+                s.push('\n');
+            } else {
+                s.push_str("  ┌─ SIMULATED MAIL (from the built-in account simulator; no real e-mail was sent)\n");
+                s.push_str(&format!("  │ To: {}\n  │ Subject: {}\n", mail.to, mail.subject));
+                for line in mail.body.lines() {
+                    s.push_str(&format!("  │ {line}\n"));
+                }
+                s.push_str("  └─\n");
             }
         }
         out.write_all(s.as_bytes()).await?;
