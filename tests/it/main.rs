@@ -3,4 +3,6 @@
 mod support;
 
 mod cli_config;
+mod engine_rules;
+mod flows_walk;
 mod store_backends;

@@ -1,5 +1,6 @@
 //! Test helpers: fresh databases on every backend, the binary under test.
 
+pub mod bot;
 pub mod db;
 
 use std::process::{Command, Output};
