@@ -4,12 +4,13 @@
 //! database refused, ...); 2 bad usage or bad configuration. Every failure is
 //! reported as one line on stderr, never a panic or a backtrace.
 
-use crate::config::{self, ConfigError, Settings};
 use crate::channels::console::{Console, ConsoleMode};
+use crate::config::{self, ConfigError, Settings};
 use crate::flow::graph::GraphFormat;
 use crate::startup::{AccountMode, App, StartError, shutdown_signal};
 use crate::{flow, store};
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ pub enum Command {
         #[arg(long, default_value = "local-user")]
         user: String,
     },
+    /// Run the bot on the enabled channels (Telegram, Discord) until stopped.
+    Serve,
     /// Run the account service simulator (the contract, a status page, admin endpoints).
     AccountSim {
         /// Address to listen on.
@@ -143,6 +146,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             crate::telemetry::init(&settings.log, true);
             chat(settings, jsonl, &user).await
         }
+        Command::Serve => serve(settings).await,
         Command::AccountSim { listen } => {
             crate::telemetry::init(&settings.log, false);
             account_sim(settings, &listen).await
@@ -201,7 +205,9 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
     if let Some(sim) = &app.simulator {
         console = console.with_simulated_mail(sim.mails());
         if mode == ConsoleMode::Interactive {
-            println!("(Running against the built-in account simulator: demo accounts alice@, bob@, carol@, dave@ and erin@example.com; its mails are shown here.)");
+            println!(
+                "(Running against the built-in account simulator: demo accounts alice@, bob@, carol@, dave@ and erin@example.com; its mails are shown here.)"
+            );
         }
     }
     let result = console.run(shutdown_signal()).await;
@@ -244,7 +250,9 @@ async fn account_sim(settings: Settings, listen: &str) -> ExitCode {
         ),
     }
     match &settings.simulator.admin_token {
-        Some(_) => println!("admin token: from simulator.admin_token (RECOVERBOT__SIMULATOR__ADMIN_TOKEN)"),
+        Some(_) => {
+            println!("admin token: from simulator.admin_token (RECOVERBOT__SIMULATOR__ADMIN_TOKEN)")
+        }
         None => println!(
             "admin token (generated for this run; set RECOVERBOT__SIMULATOR__ADMIN_TOKEN to choose one): {}",
             secrecy::ExposeSecret::expose_secret(&running.admin_token)
@@ -254,4 +262,86 @@ async fn account_sim(settings: Settings, listen: &str) -> ExitCode {
     shutdown_signal().await;
     running.stop().await;
     ExitCode::SUCCESS
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    let (telegram, discord) = (settings.telegram.enabled, settings.discord.enabled);
+    if !telegram && !discord {
+        eprintln!(
+            "recoverbot: no channel is enabled. Set RECOVERBOT__TELEGRAM__ENABLED=true and RECOVERBOT__TELEGRAM__TOKEN, \
+             or RECOVERBOT__DISCORD__ENABLED=true and RECOVERBOT__DISCORD__TOKEN (try `recoverbot chat` for a local conversation)"
+        );
+        return ExitCode::from(2);
+    }
+    for (enabled, token, var) in [
+        (
+            telegram,
+            settings.telegram.token.is_some(),
+            "RECOVERBOT__TELEGRAM__TOKEN",
+        ),
+        (
+            discord,
+            settings.discord.token.is_some(),
+            "RECOVERBOT__DISCORD__TOKEN",
+        ),
+    ] {
+        if enabled && !token {
+            eprintln!("recoverbot: the channel is enabled but its token is missing: set {var}");
+            return ExitCode::from(2);
+        }
+    }
+    crate::telemetry::init(&settings.log, false);
+    let app = match App::build(settings, AccountMode::ExplicitOnly).await {
+        Ok(app) => app,
+        Err(e) => return start_failure(&e),
+    };
+    println!("{}", app.account_api_description);
+    tracing::info!("{}", app.account_api_description);
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        crate::startup::purge_periodically(
+            app.store.clone(),
+            app.settings.clone(),
+            shutdown.clone(),
+        )
+        .map(|()| Ok(())),
+    );
+    if telegram {
+        tasks.spawn(crate::channels::telegram::run(
+            app.engine.clone(),
+            app.settings.telegram.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if discord {
+        tasks.spawn(crate::channels::discord::run(
+            app.engine.clone(),
+            app.settings.discord.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut failed = false;
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("stopping"),
+        Some(result) = tasks.join_next() => {
+            if let Ok(Err(e)) = result {
+                eprintln!("recoverbot: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    trigger.fire();
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Err(e)) = result {
+            eprintln!("recoverbot: {e:#}");
+            failed = true;
+        }
+    }
+    app.shut_down().await;
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

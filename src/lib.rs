@@ -25,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod flow;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -64,7 +64,8 @@ impl App {
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
-        let (actions, simulator, description) = account_actions(&settings, mode, store.clone()).await?;
+        let (actions, simulator, description) =
+            account_actions(&settings, mode, store.clone()).await?;
         let engine = Arc::new(Engine::new(
             flows,
             store.clone(),
@@ -95,8 +96,8 @@ async fn account_actions(
     store: Arc<SqlStore>,
 ) -> Result<(Arc<dyn AccountActions>, Option<RunningSim>, String), StartError> {
     let api = &settings.account_api;
-    let use_sim = api.base_url.is_none()
-        && (mode == AccountMode::SimulatorByDefault || api.use_simulator);
+    let use_sim =
+        api.base_url.is_none() && (mode == AccountMode::SimulatorByDefault || api.use_simulator);
     let (base_url, token, simulator, description) = if let Some(url) = &api.base_url {
         let token = api.token.clone().ok_or_else(|| {
             StartError::Config(
@@ -116,7 +117,12 @@ async fn account_actions(
             "account API: the built-in simulator at {} (demo accounts; no real mail is sent)",
             running.url
         );
-        (running.url.clone(), running.token.clone(), Some(running), description)
+        (
+            running.url.clone(),
+            running.token.clone(),
+            Some(running),
+            description,
+        )
     } else {
         return Err(StartError::Config(
             "account_api.base_url is not set: export RECOVERBOT__ACCOUNT_API__BASE_URL (and RECOVERBOT__ACCOUNT_API__TOKEN), or set account_api.use_simulator = true for a demo".into(),
@@ -136,7 +142,11 @@ async fn account_actions(
         ),
         None => None,
     };
-    let actions = ApiActions::new(Arc::new(client), status, settings.status.login_components.clone());
+    let actions = ApiActions::new(
+        Arc::new(client),
+        status,
+        settings.status.login_components.clone(),
+    );
     Ok((Arc::new(actions), simulator, description))
 }
 
@@ -159,5 +169,38 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// Deletes what has outlived its purpose, every hour, until shutdown:
+/// dedupe records, old transcripts, spent idempotency records, rate windows.
+pub async fn purge_periodically(
+    store: Arc<SqlStore>,
+    settings: Settings,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
+    use crate::engine::ports::{ConversationStore, PurgeBefore};
+    let hour = 3_600_000i64;
+    loop {
+        let now = crate::domain::now_millis();
+        let dedupe = i64::try_from(settings.engine.dedupe_retention_hours).unwrap_or(72) * hour;
+        let before = PurgeBefore {
+            processed_events: now - dedupe,
+            transcript: now
+                - i64::try_from(settings.engine.transcript_retention_days).unwrap_or(90)
+                    * 24
+                    * hour,
+            // Idempotency keys must outlive any redelivery of their event.
+            idempotency: now - dedupe.max(24 * hour),
+            rate_limits: now,
+        };
+        match store.purge(before).await {
+            Ok(report) => tracing::info!(?report, "purged old records"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = shutdown.wait() => return,
+        }
     }
 }

@@ -37,8 +37,10 @@ impl ApiActions {
 }
 
 fn rate_limited(retry_after_secs: u64) -> ActionResult {
-    ActionResult::outcome(RATE_LIMITED)
-        .with("retry_after_minutes", retry_after_secs.div_ceil(60).max(1).to_string())
+    ActionResult::outcome(RATE_LIMITED).with(
+        "retry_after_minutes",
+        retry_after_secs.div_ceil(60).max(1).to_string(),
+    )
 }
 
 /// Common mapping of failures every action shares.
@@ -106,7 +108,9 @@ impl AccountActions for ApiActions {
                 match self.client.reset_status(reset_id).await {
                     Ok(s) => {
                         let outcome = match s.status.as_str() {
-                            "queued" | "sent" | "delivered" | "deferred" | "bounced" => s.status.clone(),
+                            "queued" | "sent" | "delivered" | "deferred" | "bounced" => {
+                                s.status.clone()
+                            }
                             _ => "queued".to_string(),
                         };
                         let mut r = ActionResult::outcome(&outcome)
@@ -147,7 +151,8 @@ impl AccountActions for ApiActions {
                     return ActionResult::outcome("wrong_code");
                 };
                 match self.client.confirm_verification(id, &code, scope).await {
-                    Ok(v) if v.verified => match v.account_id.as_deref().and_then(AccountId::parse) {
+                    Ok(v) if v.verified => match v.account_id.as_deref().and_then(AccountId::parse)
+                    {
                         Some(account) => ActionResult {
                             verified_account: Some(account),
                             ..ActionResult::outcome("ok")
@@ -191,7 +196,9 @@ impl AccountActions for ApiActions {
                             .with("drift_description", drift_description(steps)),
                         (false, _) => ActionResult::outcome("no_match"),
                     },
-                    Err(ApiError::Rejected { status: 403, .. }) => ActionResult::outcome(NOT_VERIFIED),
+                    Err(ApiError::Rejected { status: 403, .. }) => {
+                        ActionResult::outcome(NOT_VERIFIED)
+                    }
                     Err(e) => match failure(&e) {
                         r if r.outcome == RATE_LIMITED => ActionResult::unavailable(),
                         r => r,
@@ -276,7 +283,10 @@ fn login_status_result(s: &super::wire::LoginStatus) -> ActionResult {
         "ok"
     };
     ActionResult::outcome(outcome)
-        .with("locked_until", locked.unwrap_or_else(|| "not locked".into()))
+        .with(
+            "locked_until",
+            locked.unwrap_or_else(|| "not locked".into()),
+        )
         .with("failed_attempts", s.failed_attempts_24h.to_string())
         .with(
             "two_factor_methods",
@@ -286,7 +296,10 @@ fn login_status_result(s: &super::wire::LoginStatus) -> ActionResult {
                 "none (two-factor authentication is off)".into()
             },
         )
-        .with("backup_codes_left", s.two_factor.backup_codes_left.to_string())
+        .with(
+            "backup_codes_left",
+            s.two_factor.backup_codes_left.to_string(),
+        )
         .with(
             "recent_logins",
             if logins.is_empty() {

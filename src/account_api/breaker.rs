@@ -64,7 +64,9 @@ impl Breaker {
 
     fn refresh(&self, inner: &mut Inner) {
         if inner.state == BreakerState::Open
-            && inner.opened_at.is_some_and(|t| t.elapsed() >= self.open_for)
+            && inner
+                .opened_at
+                .is_some_and(|t| t.elapsed() >= self.open_for)
         {
             inner.state = BreakerState::HalfOpen;
             inner.probes_in_flight = 0;

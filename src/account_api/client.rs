@@ -175,15 +175,25 @@ impl AccountClient {
             email: email.as_str().into(),
         })
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
-        self.call(Method::POST, &["v1", "password-resets"], Some(body), Some(scope))
-            .await
+        self.call(
+            Method::POST,
+            &["v1", "password-resets"],
+            Some(body),
+            Some(scope),
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(endpoint = "GET /v1/password-resets/{id}"))]
     pub async fn reset_status(&self, reset_id: &str) -> Result<ResetStatus, ApiError> {
         check_id(reset_id)?;
-        self.call(Method::GET, &["v1", "password-resets", reset_id], None, None)
-            .await
+        self.call(
+            Method::GET,
+            &["v1", "password-resets", reset_id],
+            None,
+            None,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(endpoint = "POST /v1/verifications"))]
@@ -196,8 +206,13 @@ impl AccountClient {
             email: email.as_str().into(),
         })
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
-        self.call(Method::POST, &["v1", "verifications"], Some(body), Some(scope))
-            .await
+        self.call(
+            Method::POST,
+            &["v1", "verifications"],
+            Some(body),
+            Some(scope),
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(endpoint = "POST /v1/verifications/{id}/confirm"))]
@@ -229,7 +244,10 @@ impl AccountClient {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(endpoint = "POST /v1/accounts/{id}/two-factor/diagnose"))]
+    #[tracing::instrument(
+        skip_all,
+        fields(endpoint = "POST /v1/accounts/{id}/two-factor/diagnose")
+    )]
     pub async fn diagnose_two_factor(
         &self,
         account: &AccountId,
@@ -255,8 +273,13 @@ impl AccountClient {
         reason: &str,
         scope: &str,
     ) -> Result<Unlocked, ApiError> {
-        self.staff_call(&["v1", "accounts", account.as_str(), "unlock"], staff_id, reason, scope)
-            .await
+        self.staff_call(
+            &["v1", "accounts", account.as_str(), "unlock"],
+            staff_id,
+            reason,
+            scope,
+        )
+        .await
     }
 
     /// Staff: turn two-factor authentication off so the user can set it up again.
@@ -385,7 +408,11 @@ impl AccountClient {
             if status.is_server_error() {
                 self.breaker.failure(permit);
                 last_problem = format!("HTTP {}", status.as_u16());
-                tracing::warn!(attempt, status = status.as_u16(), "account API server error");
+                tracing::warn!(
+                    attempt,
+                    status = status.as_u16(),
+                    "account API server error"
+                );
                 self.pause_before_retry(attempt).await;
                 continue;
             }
@@ -425,7 +452,10 @@ impl AccountClient {
         }
         let base = self.options.backoff_base.as_millis() as u64;
         let cap = self.options.backoff_max.as_millis() as u64;
-        let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(cap).max(1);
+        let ceiling = base
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(cap)
+            .max(1);
         let jittered = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
         tokio::time::sleep(Duration::from_millis(jittered)).await;
     }

@@ -190,7 +190,8 @@ impl StatusReader {
     /// `base` is the site (`https://status.example.com`); the summary is
     /// read from `<base>/api/v2/summary.json`.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, String> {
-        let mut url = url::Url::parse(base).map_err(|_| "status.url is not a valid URL".to_string())?;
+        let mut url =
+            url::Url::parse(base).map_err(|_| "status.url is not a valid URL".to_string())?;
         if !url.path().ends_with('/') {
             let p = format!("{}/", url.path());
             url.set_path(&p);
@@ -213,9 +214,18 @@ impl StatusReader {
             .get(self.summary_url.clone())
             .send()
             .await
-            .map_err(|e| if e.is_timeout() { "timed out".to_string() } else { "could not reach the status page".to_string() })?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    "could not reach the status page".to_string()
+                }
+            })?;
         if !response.status().is_success() {
-            return Err(format!("status page answered HTTP {}", response.status().as_u16()));
+            return Err(format!(
+                "status page answered HTTP {}",
+                response.status().as_u16()
+            ));
         }
         response
             .json::<Summary>()

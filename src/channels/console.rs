@@ -85,7 +85,10 @@ impl Console {
     }
 
     /// Reads stdin until EOF (or `shutdown`), writing replies to stdout.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let mut out = tokio::io::stdout();
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         if self.mode == ConsoleMode::Interactive {
@@ -131,8 +134,9 @@ impl Console {
     /// press of that button of the latest reply.
     fn input_from(&self, line: &str) -> Result<Input, String> {
         let (text, press) = if self.mode == ConsoleMode::Jsonl {
-            let parsed: JsonInput = serde_json::from_str(line)
-                .map_err(|e| format!("bad input line (expected {{\"text\": ...}} or {{\"press\": ...}}): {e}"))?;
+            let parsed: JsonInput = serde_json::from_str(line).map_err(|e| {
+                format!("bad input line (expected {{\"text\": ...}} or {{\"press\": ...}}): {e}")
+            })?;
             match (parsed.text, parsed.press) {
                 (Some(t), None) => (Some(t), None),
                 (None, Some(p)) => (None, Some(p)),
@@ -157,14 +161,22 @@ impl Console {
             {
                 return Ok(Input::Button(b.payload.clone()));
             }
-            if let Some(b) = self.buttons.iter().find(|b| b.label.eq_ignore_ascii_case(&text)) {
+            if let Some(b) = self
+                .buttons
+                .iter()
+                .find(|b| b.label.eq_ignore_ascii_case(&text))
+            {
                 return Ok(Input::Button(b.payload.clone()));
             }
         }
         Ok(Input::Text(text))
     }
 
-    async fn turn<W: AsyncWrite + Unpin>(&mut self, out: &mut W, input: Input) -> anyhow::Result<()> {
+    async fn turn<W: AsyncWrite + Unpin>(
+        &mut self,
+        out: &mut W,
+        input: Input,
+    ) -> anyhow::Result<()> {
         self.line_no += 1;
         let inbound = Inbound {
             key: self.key.clone(),
@@ -183,18 +195,26 @@ impl Console {
             }
             Err(e) => {
                 tracing::error!(error = %e, "turn failed");
-                self.write_error(out, "something went wrong on my side; please try again").await?;
+                self.write_error(out, "something went wrong on my side; please try again")
+                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn write_reply<W: AsyncWrite + Unpin>(&self, out: &mut W, reply: &Reply) -> std::io::Result<()> {
+    async fn write_reply<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        reply: &Reply,
+    ) -> std::io::Result<()> {
         let notice = reply.actions.iter().find_map(|a| match a {
             Outbound::Notice { text } => Some(text.as_str()),
             _ => None,
         });
-        let deleted = reply.actions.iter().any(|a| matches!(a, Outbound::DeleteMessage { .. }));
+        let deleted = reply
+            .actions
+            .iter()
+            .any(|a| matches!(a, Outbound::DeleteMessage { .. }));
         let mut s = String::new();
         match self.mode {
             ConsoleMode::Jsonl => {
@@ -244,7 +264,10 @@ impl Console {
                 s.push('\n');
             } else {
                 s.push_str("  ┌─ SIMULATED MAIL (from the built-in account simulator; no real e-mail was sent)\n");
-                s.push_str(&format!("  │ To: {}\n  │ Subject: {}\n", mail.to, mail.subject));
+                s.push_str(&format!(
+                    "  │ To: {}\n  │ Subject: {}\n",
+                    mail.to, mail.subject
+                ));
                 for line in mail.body.lines() {
                     s.push_str(&format!("  │ {line}\n"));
                 }
@@ -255,7 +278,11 @@ impl Console {
         out.flush().await
     }
 
-    async fn write_error<W: AsyncWrite + Unpin>(&self, out: &mut W, problem: &str) -> std::io::Result<()> {
+    async fn write_error<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        problem: &str,
+    ) -> std::io::Result<()> {
         let s = match self.mode {
             ConsoleMode::Jsonl => {
                 let line = JsonReply {

@@ -43,7 +43,10 @@ impl Drop for KeyedGuard<'_> {
         let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
         drop(self.guard.take());
         // Only the map holds it now: nobody is waiting.
-        if map.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             map.remove(&self.key);
         }
     }
@@ -77,7 +80,9 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         // Another conversation is not blocked.
-        let _other = locks.lock(&ConversationKey::new(ChannelKind::Console, "c", "v")).await;
+        let _other = locks
+            .lock(&ConversationKey::new(ChannelKind::Console, "c", "v"))
+            .await;
         drop(first);
         waiter.await.unwrap();
     }

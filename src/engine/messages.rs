@@ -41,7 +41,7 @@ impl std::fmt::Debug for Input {
 }
 
 /// A button on an outgoing message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutButton {
     pub label: String,
     /// At most 64 bytes: fits Telegram `callback_data` and Discord `custom_id`.
@@ -51,10 +51,14 @@ pub struct OutButton {
 /// Something the channel should do. New kinds (staff notifications, status
 /// subscriptions) are added as variants; every channel then has to decide
 /// how to render them, which the compiler enforces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outbound {
     /// Send a message, with buttons if any.
-    Message { text: String, buttons: Vec<OutButton> },
+    Message {
+        text: String,
+        buttons: Vec<OutButton>,
+    },
     /// Remove the buttons from an earlier message (its platform id).
     ClearButtons { message_id: String },
     /// Delete the user's message (it held a secret).
@@ -70,7 +74,9 @@ pub struct Reply {
     /// Where the conversation now stands.
     pub flow: String,
     pub step: String,
-    /// The event was already processed: nothing was done.
+    /// The event was already processed: nothing new was done. If its reply
+    /// was never confirmed sent (see [`crate::engine::Engine::mark_delivered`]),
+    /// `actions` holds that reply again; otherwise it is empty.
     pub duplicate: bool,
 }
 

@@ -145,9 +145,12 @@ impl Engine {
         let _turn = self.locks.lock(&inbound.key).await;
         for _ in 0..MAX_CONFLICT_RETRIES {
             if let Some(event) = &inbound.event_id
-                && self.store.event_processed(inbound.key.channel, event).await?
+                && let Some(seen) = self
+                    .store
+                    .processed_event(inbound.key.channel, event)
+                    .await?
             {
-                return Ok(self.duplicate_reply(&inbound).await);
+                return Ok(self.duplicate_reply(&inbound, seen).await);
             }
             let stored = self.store.load_conversation(&inbound.key).await?;
             let flows = self.flows();
@@ -169,17 +172,27 @@ impl Engine {
                 event: inbound.event_id.as_ref(),
                 message_id: inbound.message_id.as_deref(),
             };
-            let out = Turn::new(env).run(&mut conv, is_new, inbound.input.clone()).await;
+            let out = Turn::new(env)
+                .run(&mut conv, is_new, inbound.input.clone())
+                .await;
             let reply = render_reply(&out, &conv);
             if !out.commit {
                 return Ok(reply);
             }
             let mut transcript = Vec::new();
             if let Some(text) = &out.transcript_in {
-                transcript.push(TranscriptEntry { direction: Direction::In, text: text.clone(), at: now });
+                transcript.push(TranscriptEntry {
+                    direction: Direction::In,
+                    text: text.clone(),
+                    at: now,
+                });
             }
             if let Some(text) = reply.text() {
-                transcript.push(TranscriptEntry { direction: Direction::Out, text: text.to_string(), at: now });
+                transcript.push(TranscriptEntry {
+                    direction: Direction::Out,
+                    text: text.to_string(),
+                    at: now,
+                });
             }
             conv.updated_at = now;
             let commit = TurnCommit {
@@ -189,10 +202,25 @@ impl Engine {
                 audit: out.audit,
                 escalations: out.escalations,
                 feedback: out.feedback,
+                reply: inbound
+                    .event_id
+                    .as_ref()
+                    .and_then(|_| serde_json::to_string(&reply.actions).ok()),
             };
             match self.store.commit_turn(commit).await {
                 Ok(_) => return Ok(reply),
-                Err(StoreError::DuplicateEvent) => return Ok(self.duplicate_reply(&inbound).await),
+                Err(StoreError::DuplicateEvent) => {
+                    // A concurrent delivery of the same event won; it replies.
+                    return Ok(self
+                        .duplicate_reply(
+                            &inbound,
+                            ports::ProcessedEvent {
+                                reply: None,
+                                delivered: true,
+                            },
+                        )
+                        .await);
+                }
                 Err(StoreError::Conflict(_)) => {
                     tracing::debug!("conversation changed by another writer; redoing the turn");
                     continue;
@@ -203,17 +231,46 @@ impl Engine {
         Err(EngineError::Contended)
     }
 
-    async fn duplicate_reply(&self, inbound: &Inbound) -> Reply {
+    async fn duplicate_reply(&self, inbound: &Inbound, seen: ports::ProcessedEvent) -> Reply {
         let (flow, step) = match self.store.load_conversation(&inbound.key).await {
             Ok(Some(c)) => (c.flow, c.step),
             _ => (String::new(), String::new()),
         };
-        Reply { actions: Vec::new(), flow, step, duplicate: true }
+        let actions = match (seen.delivered, seen.reply) {
+            (false, Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Reply {
+            actions,
+            flow,
+            step,
+            duplicate: true,
+        }
+    }
+
+    /// The channel has sent the reply to `event`: a redelivery of that event
+    /// is then answered with nothing.
+    pub async fn mark_delivered(
+        &self,
+        channel: crate::domain::ChannelKind,
+        event: &crate::domain::EventId,
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .store
+            .mark_reply_delivered(channel, event, self.clock.now_millis())
+            .await?)
     }
 
     /// Where a conversation stands, for tools and tests.
-    pub async fn position(&self, key: &crate::domain::ConversationKey) -> Result<Option<(String, String)>, EngineError> {
-        Ok(self.store.load_conversation(key).await?.map(|c| (c.flow, c.step)))
+    pub async fn position(
+        &self,
+        key: &crate::domain::ConversationKey,
+    ) -> Result<Option<(String, String)>, EngineError> {
+        Ok(self
+            .store
+            .load_conversation(key)
+            .await?
+            .map(|c| (c.flow, c.step)))
     }
 }
 
@@ -276,7 +333,9 @@ fn encode(key: &crate::domain::ConversationKey, c: &Conversation) -> StoredConve
 fn render_reply(out: &turn::TurnOutput, conv: &Conversation) -> Reply {
     let mut actions = out.pre.clone();
     if let Some(notice) = &out.notice {
-        actions.push(Outbound::Notice { text: notice.clone() });
+        actions.push(Outbound::Notice {
+            text: notice.clone(),
+        });
     }
     if !out.texts.is_empty() || !out.buttons.is_empty() {
         actions.push(Outbound::Message {

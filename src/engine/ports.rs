@@ -97,6 +97,15 @@ pub struct TurnCommit {
     pub audit: Vec<AuditEntry>,
     pub escalations: Vec<EscalationRecord>,
     pub feedback: Vec<FeedbackRecord>,
+    /// The reply (JSON), kept with the event until the channel confirms it.
+    pub reply: Option<String>,
+}
+
+/// What the store remembers of a processed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedEvent {
+    pub reply: Option<String>,
+    pub delivered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,11 +145,27 @@ pub trait ConversationStore: Send + Sync {
     /// Returns the new version.
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError>;
 
+    async fn processed_event(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+    ) -> Result<Option<ProcessedEvent>, StoreError>;
+
     async fn event_processed(
         &self,
         channel: ChannelKind,
         event: &EventId,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        Ok(self.processed_event(channel, event).await?.is_some())
+    }
+
+    /// The channel has sent the event's reply.
+    async fn mark_reply_delivered(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+        at: Millis,
+    ) -> Result<(), StoreError>;
 
     /// The newest `limit` transcript entries of a conversation, oldest first.
     async fn transcript(

@@ -52,16 +52,71 @@ fn re(pattern: &str) -> Regex {
 
 /// "password is X", "pw: X", "my pin = X" (the value is group 2).
 static PASSWORD_PHRASE: LazyLock<Regex> = LazyLock::new(|| {
-    re(r#"(?i)\b(pass ?words?|passwd|pwd|pw|pass|passcode|passphrase|pin|pass ?w(?:or|ro|o)r?d|pasword)\b(?:\s+(?:is|was|are|=|:|-|would be|should be)\s*|\s*[:=]\s*)["'“]?([^\s"'”]+)"#)
+    re(
+        r#"(?i)\b(pass ?words?|passwd|pwd|pw|pass|passcode|passphrase|pin|pass ?w(?:or|ro|o)r?d|pasword)\b(?:\s+(?:is|was|are|=|:|-|would be|should be)\s*|\s*[:=]\s*)["'“]?([^\s"'”]+)"#,
+    )
 });
 /// Words that follow "password is" without being one.
 const NOT_A_PASSWORD: &[&str] = &[
-    "not", "wrong", "incorrect", "invalid", "correct", "right", "rejected", "expired", "too",
-    "the", "a", "an", "my", "still", "being", "definitely", "fine", "ok", "okay", "working",
-    "broken", "same", "new", "old", "reset", "changed", "forgotten", "lost", "unknown", "empty",
-    "long", "short", "strong", "weak", "saved", "case", "sensitive", "accepted", "never",
-    "always", "no", "yes", "it", "that", "this", "there", "here", "just", "also", "really",
-    "so", "very", "gone", "missing", "required", "locked", "blocked", "bad", "good",
+    "not",
+    "wrong",
+    "incorrect",
+    "invalid",
+    "correct",
+    "right",
+    "rejected",
+    "expired",
+    "too",
+    "the",
+    "a",
+    "an",
+    "my",
+    "still",
+    "being",
+    "definitely",
+    "fine",
+    "ok",
+    "okay",
+    "working",
+    "broken",
+    "same",
+    "new",
+    "old",
+    "reset",
+    "changed",
+    "forgotten",
+    "lost",
+    "unknown",
+    "empty",
+    "long",
+    "short",
+    "strong",
+    "weak",
+    "saved",
+    "case",
+    "sensitive",
+    "accepted",
+    "never",
+    "always",
+    "no",
+    "yes",
+    "it",
+    "that",
+    "this",
+    "there",
+    "here",
+    "just",
+    "also",
+    "really",
+    "so",
+    "very",
+    "gone",
+    "missing",
+    "required",
+    "locked",
+    "blocked",
+    "bad",
+    "good",
 ];
 
 static API_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
@@ -82,9 +137,8 @@ static BACKUP_CODE: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ONE_TIME_CODE: LazyLock<Regex> =
     LazyLock::new(|| re(r"\b(?:\d{6}|\d{3}[ -]\d{3}|\d{4}|\d{7})\b"));
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\b([a-z0-9._%+-])[a-z0-9._%+-]*@([a-z0-9-]+(?:\.[a-z0-9-]+)+)\b")
-});
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)\b([a-z0-9._%+-])[a-z0-9._%+-]*@([a-z0-9-]+(?:\.[a-z0-9-]+)+)\b"));
 static URL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bhttps?://\S+"));
 
 /// Redacts secrets and masks e-mail addresses.
@@ -110,23 +164,24 @@ pub fn redact(text: &str) -> Redacted {
         })
         .into_owned();
 
-    let mut replace = |out: &mut String, pattern: &Regex, kind: SecretKind, keep: &dyn Fn(&str) -> bool| {
-        let mut hit = false;
-        let replaced = pattern
-            .replace_all(out, |c: &regex::Captures<'_>| {
-                if keep(&c[0]) {
-                    c[0].to_string()
-                } else {
-                    hit = true;
-                    kind.placeholder().to_string()
-                }
-            })
-            .into_owned();
-        if hit {
-            found.push(kind);
-        }
-        *out = replaced;
-    };
+    let mut replace =
+        |out: &mut String, pattern: &Regex, kind: SecretKind, keep: &dyn Fn(&str) -> bool| {
+            let mut hit = false;
+            let replaced = pattern
+                .replace_all(out, |c: &regex::Captures<'_>| {
+                    if keep(&c[0]) {
+                        c[0].to_string()
+                    } else {
+                        hit = true;
+                        kind.placeholder().to_string()
+                    }
+                })
+                .into_owned();
+            if hit {
+                found.push(kind);
+            }
+            *out = replaced;
+        };
     let in_placeholder = |s: &str| s.contains("redacted");
     replace(&mut out, &API_TOKEN, SecretKind::ApiToken, &|_| false);
     replace(&mut out, &LONG_RANDOM, SecretKind::ApiToken, &|s| {
@@ -136,9 +191,7 @@ pub fn redact(text: &str) -> Redacted {
         // Needs a digit ("this that" is not a code); groups split by a space
         // all need one ("since 2023 help" is not a code either).
         let has_digit = |g: &str| g.chars().any(|c| c.is_ascii_digit());
-        !has_digit(s)
-            || in_placeholder(s)
-            || (s.contains(' ') && !s.split(' ').all(has_digit))
+        !has_digit(s) || in_placeholder(s) || (s.contains(' ') && !s.split(' ').all(has_digit))
     });
     replace(&mut out, &ONE_TIME_CODE, SecretKind::OneTimeCode, &|s| {
         // Four-digit years are not codes.
@@ -164,7 +217,9 @@ pub fn redact(text: &str) -> Redacted {
     }
 
     out = EMAIL
-        .replace_all(&out, |c: &regex::Captures<'_>| format!("{}***@{}", &c[1], &c[2]))
+        .replace_all(&out, |c: &regex::Captures<'_>| {
+            format!("{}***@{}", &c[1], &c[2])
+        })
         .into_owned();
 
     found.sort();
@@ -173,7 +228,8 @@ pub fn redact(text: &str) -> Redacted {
 }
 
 fn looks_like_password(word: &str) -> bool {
-    let w = word.trim_matches(|c: char| matches!(c, '.' | ',' | '!' | '?' | '"' | '\'' | '(' | ')'));
+    let w =
+        word.trim_matches(|c: char| matches!(c, '.' | ',' | '!' | '?' | '"' | '\'' | '(' | ')'));
     let len = w.chars().count();
     if !(8..=64).contains(&len) || w.contains('@') || URL.is_match(w) || w.contains("redacted") {
         return false;
@@ -223,7 +279,10 @@ mod tests {
 
     #[test]
     fn codes_backup_codes_and_tokens_are_redacted() {
-        assert_eq!(redact("the code is 123 456").found, [SecretKind::OneTimeCode]);
+        assert_eq!(
+            redact("the code is 123 456").found,
+            [SecretKind::OneTimeCode]
+        );
         assert!(!redact("code 654321 fails").text.contains("654321"));
         assert_eq!(redact("backup: abcd-1234").found, [SecretKind::BackupCode]);
         let r = redact("token sk_live_51Habcdefghijklmnop");

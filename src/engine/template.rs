@@ -13,12 +13,12 @@ pub fn render(
     while let Some(pos) = rest.find(['{', '}']) {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if tail.starts_with("{{") {
+        if let Some(after) = tail.strip_prefix("{{") {
             out.push('{');
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
             out.push('}');
-            rest = &tail[2..];
+            rest = after;
         } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
             let name = &tail[1..end];
             if let Some(v) = vars.get(name).or_else(|| platform.get(name)) {
@@ -43,7 +43,11 @@ mod tests {
         let vars = BTreeMap::from([("email_masked".to_string(), "j***@x.com".to_string())]);
         let platform = BTreeMap::from([("platform_name".to_string(), "Acme".to_string())]);
         assert_eq!(
-            render("{platform_name} mailed {email_masked} {{ok}} {missing}!", &vars, &platform),
+            render(
+                "{platform_name} mailed {email_masked} {{ok}} {missing}!",
+                &vars,
+                &platform
+            ),
             "Acme mailed j***@x.com {ok} !"
         );
     }

@@ -12,7 +12,10 @@ const MAX_TEXT_CAPTURE: usize = 500;
 fn words(s: &str) -> Vec<String> {
     normalize(s)
         .split(|c: char| c.is_whitespace() || c == '/' || c == ',')
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'').to_string())
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_string()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -44,8 +47,35 @@ pub fn match_button<'b>(buttons: &'b [Button], normalized: &str) -> Option<&'b B
     }
 }
 
-const YES: &[&str] = &["yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "correct", "right", "true", "of course", "si", "ja", "oui"];
-const NO: &[&str] = &["no", "n", "nope", "nah", "not really", "false", "wrong", "incorrect", "nein", "non"];
+const YES: &[&str] = &[
+    "yes",
+    "y",
+    "yeah",
+    "yep",
+    "yup",
+    "sure",
+    "ok",
+    "okay",
+    "correct",
+    "right",
+    "true",
+    "of course",
+    "si",
+    "ja",
+    "oui",
+];
+const NO: &[&str] = &[
+    "no",
+    "n",
+    "nope",
+    "nah",
+    "not really",
+    "false",
+    "wrong",
+    "incorrect",
+    "nein",
+    "non",
+];
 
 /// The captured value if `raw` is a valid answer. `redacted` is what may be
 /// stored for free text.
@@ -57,7 +87,12 @@ pub fn validate(capture: &Capture, raw: &str, redacted: &str) -> Option<String> 
             trimmed
                 .split_whitespace()
                 .filter(|w| w.contains('@'))
-                .find_map(|w| Email::parse(w.trim_matches(|c: char| matches!(c, ',' | '.' | ';' | '!' | '?' | '"' | '\'' | '(' | ')'))).ok())
+                .find_map(|w| {
+                    Email::parse(w.trim_matches(|c: char| {
+                        matches!(c, ',' | '.' | ';' | '!' | '?' | '"' | '\'' | '(' | ')')
+                    }))
+                    .ok()
+                })
                 .map(|e| e.as_str().to_string())
         }
         Validator::Code6 => OneTimeCode::parse(trimmed).map(|c| c.expose().to_string()),
@@ -75,7 +110,10 @@ pub fn validate(capture: &Capture, raw: &str, redacted: &str) -> Option<String> 
         Validator::Choice => {
             let n = normalize(trimmed);
             if let Ok(i) = n.parse::<usize>() {
-                return i.checked_sub(1).and_then(|i| capture.choices.get(i)).cloned();
+                return i
+                    .checked_sub(1)
+                    .and_then(|i| capture.choices.get(i))
+                    .cloned();
             }
             capture.choices.iter().find(|c| **c == n).cloned()
         }
@@ -89,11 +127,15 @@ pub fn validate(capture: &Capture, raw: &str, redacted: &str) -> Option<String> 
 /// What to say after a wrong answer when the flow does not say.
 pub fn default_invalid(capture: &Capture) -> String {
     match capture.validator {
-        Validator::Email => "That doesn't look like an e-mail address. Please type it like name@example.com.".into(),
+        Validator::Email => {
+            "That doesn't look like an e-mail address. Please type it like name@example.com.".into()
+        }
         Validator::Code6 => "Please type the 6 digits of the code, like 123456.".into(),
         Validator::YesNo => "Please answer yes or no.".into(),
         Validator::Choice => format!("Please choose one of: {}.", capture.choices.join(", ")),
-        Validator::Text => format!("Please describe it in a few words (up to {MAX_TEXT_CAPTURE} characters)."),
+        Validator::Text => {
+            format!("Please describe it in a few words (up to {MAX_TEXT_CAPTURE} characters).")
+        }
     }
 }
 
@@ -113,7 +155,10 @@ mod tests {
             .iter()
             .map(|l| Button {
                 label: l.to_string(),
-                goto: Target { flow: "f".into(), step: "s".into() },
+                goto: Target {
+                    flow: "f".into(),
+                    step: "s".into(),
+                },
                 set: Default::default(),
                 feedback: None,
             })
@@ -124,7 +169,10 @@ mod tests {
     fn buttons_match_by_number_label_or_unique_first_words() {
         let b = buttons(&["Yes, I'm in", "No, still stuck", "Nothing yet"]);
         assert_eq!(match_button(&b, "2").unwrap().label, "No, still stuck");
-        assert_eq!(match_button(&b, "nothing yet").unwrap().label, "Nothing yet");
+        assert_eq!(
+            match_button(&b, "nothing yet").unwrap().label,
+            "Nothing yet"
+        );
         assert_eq!(match_button(&b, "no").unwrap().label, "No, still stuck");
         assert_eq!(match_button(&b, "yes").unwrap().label, "Yes, I'm in");
         assert!(match_button(&b, "4").is_none());
@@ -137,12 +185,18 @@ mod tests {
             var: "email".into(),
             validator: Validator::Email,
             retries: 2,
-            on_fail: Target { flow: "f".into(), step: "s".into() },
+            on_fail: Target {
+                flow: "f".into(),
+                step: "s".into(),
+            },
             invalid: None,
             choices: vec![],
             branches: Default::default(),
         };
-        assert_eq!(validate(&c, "it's Jane@Example.com.", "").as_deref(), Some("Jane@example.com"));
+        assert_eq!(
+            validate(&c, "it's Jane@Example.com.", "").as_deref(),
+            Some("Jane@example.com")
+        );
         assert_eq!(validate(&c, "no idea", ""), None);
     }
 }

@@ -3,6 +3,7 @@
 //! [`TurnEnv`]; everything else here is plain computation, so a turn can be
 //! repeated (after a write conflict) with the same result.
 
+use super::EngineConfig;
 use super::actions::{AccountActions, ActionRequest};
 use super::messages::{Input, OutButton, Outbound};
 use super::ports::{AuditEntry, EscalationRecord, FeedbackRecord, RateDecision, RateLimitStore};
@@ -10,9 +11,10 @@ use super::redact::{SecretKind, redact};
 use super::state::{Conversation, EngineState, Verified};
 use super::template::render;
 use super::text;
-use super::EngineConfig;
 use crate::domain::{ConversationKey, Email, EventId, Millis, OneTimeCode};
-use crate::flow::catalog::{ActionName, NOT_VERIFIED, RATE_LIMITED, UPSTREAM_UNAVAILABLE, Validator};
+use crate::flow::catalog::{
+    ActionName, NOT_VERIFIED, RATE_LIMITED, UPSTREAM_UNAVAILABLE, Validator,
+};
 use crate::flow::model::{Action, CLARIFY_STEP, Capture, MAIN_FLOW, Step};
 use crate::flow::{FlowSet, Target, normalize};
 use rand::Rng;
@@ -91,7 +93,10 @@ impl<'a> Turn<'a> {
         // Secrets first: whatever happens next, they are not kept.
         let mut text_input = None;
         if let Input::Text(raw) = &input {
-            let current = flows.step(&Target { flow: conv.flow.clone(), step: conv.step.clone() });
+            let current = flows.step(&Target {
+                flow: conv.flow.clone(),
+                step: conv.step.clone(),
+            });
             let expects_code = !is_new
                 && current
                     .and_then(|s| s.capture.as_ref())
@@ -106,18 +111,25 @@ impl<'a> Turn<'a> {
         }
 
         if is_new {
-            return self.start_fresh(conv, None, text_input.map(|(_, r)| r), &input).await;
+            return self
+                .start_fresh(conv, None, text_input.map(|(_, r)| r), &input)
+                .await;
         }
         if self.env.now - conv.updated_at > self.env.config.idle_timeout_ms {
             self.out.texts.push(WELCOME_BACK.into());
-            return self.start_fresh(conv, None, text_input.map(|(_, r)| r), &input).await;
+            return self
+                .start_fresh(conv, None, text_input.map(|(_, r)| r), &input)
+                .await;
         }
         if let Input::Start(topic) = &input {
             return self.start_fresh(conv, topic.clone(), None, &input).await;
         }
         if conv.flow_version != flows.version {
             conv.flow_version = flows.version.clone();
-            let here = Target { flow: conv.flow.clone(), step: conv.step.clone() };
+            let here = Target {
+                flow: conv.flow.clone(),
+                step: conv.step.clone(),
+            };
             if flows.step(&here).is_none() {
                 self.out.texts.push(FLOWS_CHANGED.into());
                 let restart = flows.start_of(&conv.flow).unwrap_or_else(|| flows.main());
@@ -144,7 +156,9 @@ impl<'a> Turn<'a> {
 
     fn warn_about_secret(&mut self, conv: &mut Conversation) {
         if let Some(id) = self.env.message_id {
-            self.out.pre.push(Outbound::DeleteMessage { message_id: id.to_string() });
+            self.out.pre.push(Outbound::DeleteMessage {
+                message_id: id.to_string(),
+            });
         }
         if conv.state.warned_secret {
             self.out.texts.push(SECRET_REMINDER.into());
@@ -164,7 +178,11 @@ impl<'a> Turn<'a> {
         input: &Input,
     ) -> TurnOutput {
         let flows = self.env.flows;
-        let keep = (conv.state.warned_secret, conv.state.turns, conv.state.locale.clone());
+        let keep = (
+            conv.state.warned_secret,
+            conv.state.turns,
+            conv.state.locale.clone(),
+        );
         conv.vars.clear();
         conv.state = EngineState {
             warned_secret: keep.0,
@@ -179,9 +197,11 @@ impl<'a> Turn<'a> {
         let routed = topic
             .as_deref()
             .map(|t| {
-                flows
-                    .start_of(t)
-                    .or_else(|| flows.match_trigger(&normalize(t)).and_then(|f| flows.start_of(&f.id)))
+                flows.start_of(t).or_else(|| {
+                    flows
+                        .match_trigger(&normalize(t))
+                        .and_then(|f| flows.start_of(&f.id))
+                })
             })
             .or_else(|| {
                 text.as_deref().map(|t| {
@@ -193,13 +213,17 @@ impl<'a> Turn<'a> {
                 })
             })
             .flatten();
-        self.run_from(conv, routed.unwrap_or_else(|| flows.main())).await;
+        self.run_from(conv, routed.unwrap_or_else(|| flows.main()))
+            .await;
         self.finish()
     }
 
     async fn on_button(&mut self, conv: &mut Conversation, payload: &str) {
         let flows = self.env.flows;
-        let here = Target { flow: conv.flow.clone(), step: conv.step.clone() };
+        let here = Target {
+            flow: conv.flow.clone(),
+            step: conv.step.clone(),
+        };
         let chosen = parse_payload(payload)
             .filter(|(nonce, _)| !conv.state.nonce.is_empty() && *nonce == conv.state.nonce)
             .and_then(|(_, idx)| flows.step(&here).and_then(|s| s.buttons.get(idx)).cloned());
@@ -210,7 +234,9 @@ impl<'a> Turn<'a> {
             return;
         };
         if let Some(id) = self.env.message_id {
-            self.out.pre.push(Outbound::ClearButtons { message_id: id.to_string() });
+            self.out.pre.push(Outbound::ClearButtons {
+                message_id: id.to_string(),
+            });
         }
         self.out.transcript_in = Some(format!("[pressed] {}", button.label));
         self.press(conv, &button).await;
@@ -240,7 +266,11 @@ impl<'a> Turn<'a> {
             let target = flows
                 .match_intent(&normalized)
                 .map(|i| i.goto.clone())
-                .or_else(|| flows.match_trigger(&normalized).and_then(|f| flows.start_of(&f.id)))
+                .or_else(|| {
+                    flows
+                        .match_trigger(&normalized)
+                        .and_then(|f| flows.start_of(&f.id))
+                })
                 .unwrap_or_else(|| flows.main());
             self.run_from(conv, target).await;
             return;
@@ -250,7 +280,10 @@ impl<'a> Turn<'a> {
             self.run_from(conv, target).await;
             return;
         }
-        let here = Target { flow: conv.flow.clone(), step: conv.step.clone() };
+        let here = Target {
+            flow: conv.flow.clone(),
+            step: conv.step.clone(),
+        };
         let Some(step) = flows.step(&here) else {
             self.out.texts.push(LOST.into());
             self.run_from(conv, flows.main()).await;
@@ -262,7 +295,8 @@ impl<'a> Turn<'a> {
             && text::validate(capture, raw, redacted).is_some()
         {
             let capture = capture.clone();
-            self.on_capture(conv, step, &capture, raw, redacted, &normalized).await;
+            self.on_capture(conv, step, &capture, raw, redacted, &normalized)
+                .await;
             return;
         }
         if let Some(button) = text::match_button(&step.buttons, &normalized) {
@@ -272,7 +306,8 @@ impl<'a> Turn<'a> {
         }
         if let Some(capture) = &step.capture {
             let capture = capture.clone();
-            self.on_capture(conv, step, &capture, raw, redacted, &normalized).await;
+            self.on_capture(conv, step, &capture, raw, redacted, &normalized)
+                .await;
             return;
         }
         if let Some(flow) = flows.match_trigger(&normalized) {
@@ -299,7 +334,8 @@ impl<'a> Turn<'a> {
                 match capture.validator {
                     Validator::Email => {
                         if let Ok(email) = Email::parse(&value) {
-                            conv.vars.insert(format!("{}_masked", capture.var), email.masked());
+                            conv.vars
+                                .insert(format!("{}_masked", capture.var), email.masked());
                         }
                         self.transient.insert(capture.var.clone(), value.clone());
                     }
@@ -355,7 +391,10 @@ impl<'a> Turn<'a> {
             return;
         }
         conv.state.misses = 0;
-        let clarify = Target { flow: MAIN_FLOW.into(), step: CLARIFY_STEP.into() };
+        let clarify = Target {
+            flow: MAIN_FLOW.into(),
+            step: CLARIFY_STEP.into(),
+        };
         self.run_from(conv, clarify).await;
     }
 
@@ -407,7 +446,12 @@ impl<'a> Turn<'a> {
                 conv.vars.insert("topic_title".into(), flow.title.clone());
             }
             if let Some(counter) = &step.count {
-                let n = conv.vars.get(&counter.name).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
+                let n = conv
+                    .vars
+                    .get(&counter.name)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    + 1;
                 conv.vars.insert(counter.name.clone(), n.to_string());
                 if n > counter.max {
                     target = counter.exceeded.clone();
@@ -479,7 +523,8 @@ impl<'a> Turn<'a> {
             actor: format!("user:{}", self.env.key),
             action: "escalation_requested".into(),
             subject: self.env.key.to_string(),
-            detail: serde_json::json!({ "id": id, "reason": reason, "topic": record.topic }).to_string(),
+            detail: serde_json::json!({ "id": id, "reason": reason, "topic": record.topic })
+                .to_string(),
         });
         self.out.escalations.push(record);
     }
@@ -522,7 +567,10 @@ impl<'a> Turn<'a> {
             inputs,
             conversation: self.env.key.clone(),
             account,
-            idempotency_scope: format!("{}:{}:{}:{}", spec.id, self.env.key, turn_ref, self.actions_run),
+            idempotency_scope: format!(
+                "{}:{}:{}:{}",
+                spec.id, self.env.key, turn_ref, self.actions_run
+            ),
             event: self.env.event.cloned(),
         };
         let deadline = self.env.config.answer_deadline;
@@ -545,7 +593,10 @@ impl<'a> Turn<'a> {
             }
         }
         if let (Some(account), "ok") = (result.verified_account, outcome.as_str()) {
-            conv.state.verified = Some(Verified { account, until: now + VERIFIED_FOR_MS });
+            conv.state.verified = Some(Verified {
+                account,
+                until: now + VERIFIED_FOR_MS,
+            });
         }
         self.out.audit.push(AuditEntry {
             at: now,
@@ -558,15 +609,31 @@ impl<'a> Turn<'a> {
     }
 
     /// Counts this call against its limits; `Some(rate_limited)` when over.
-    async fn check_limits(&mut self, conv: &mut Conversation, action: ActionName) -> Option<String> {
+    async fn check_limits(
+        &mut self,
+        conv: &mut Conversation,
+        action: ActionName,
+    ) -> Option<String> {
         let limits = &self.env.config.limits;
         let user = format!("{}:{}", self.env.key.channel, self.env.key.user);
         let mut buckets: Vec<(String, u64, u32)> = Vec::new();
         match action {
             ActionName::RequestPasswordReset | ActionName::StartVerification => {
-                let kind = if action == ActionName::RequestPasswordReset { "reset" } else { "verify_mail" };
-                buckets.push((format!("{kind}:user:{user}"), limits.reset_window_secs, limits.resets_per_user));
-                if let Some(email) = self.transient.get("email").and_then(|e| Email::parse(e).ok()) {
+                let kind = if action == ActionName::RequestPasswordReset {
+                    "reset"
+                } else {
+                    "verify_mail"
+                };
+                buckets.push((
+                    format!("{kind}:user:{user}"),
+                    limits.reset_window_secs,
+                    limits.resets_per_user,
+                ));
+                if let Some(email) = self
+                    .transient
+                    .get("email")
+                    .and_then(|e| Email::parse(e).ok())
+                {
                     buckets.push((
                         format!("{kind}:email:{}", text::bucket_hash(&email.normalized())),
                         limits.reset_window_secs,
@@ -574,22 +641,33 @@ impl<'a> Turn<'a> {
                     ));
                 }
             }
-            ActionName::ConfirmVerification => {
-                if self.transient.get("code").and_then(|c| OneTimeCode::parse(c)).is_some() {
-                    buckets.push((
-                        format!("verify_code:conversation:{}", self.env.key),
-                        limits.verification_window_secs,
-                        limits.verification_attempts_per_conversation,
-                    ));
-                }
+            ActionName::ConfirmVerification
+                if self
+                    .transient
+                    .get("code")
+                    .and_then(|c| OneTimeCode::parse(c))
+                    .is_some() =>
+            {
+                buckets.push((
+                    format!("verify_code:conversation:{}", self.env.key),
+                    limits.verification_window_secs,
+                    limits.verification_attempts_per_conversation,
+                ));
             }
             _ => {}
         }
         let mut wait_secs = 0;
         for (bucket, window, limit) in buckets {
-            match self.env.limits.hit(&bucket, window, limit, self.env.now).await {
+            match self
+                .env
+                .limits
+                .hit(&bucket, window, limit, self.env.now)
+                .await
+            {
                 Ok(RateDecision::Allowed { .. }) => {}
-                Ok(RateDecision::Limited { retry_after_secs }) => wait_secs = wait_secs.max(retry_after_secs),
+                Ok(RateDecision::Limited { retry_after_secs }) => {
+                    wait_secs = wait_secs.max(retry_after_secs)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "rate limit store failed");
                     return Some(UPSTREAM_UNAVAILABLE.into());
@@ -597,7 +675,10 @@ impl<'a> Turn<'a> {
             }
         }
         if wait_secs > 0 {
-            conv.vars.insert("retry_after_minutes".into(), wait_secs.div_ceil(60).to_string());
+            conv.vars.insert(
+                "retry_after_minutes".into(),
+                wait_secs.div_ceil(60).to_string(),
+            );
             return Some(RATE_LIMITED.into());
         }
         None
@@ -605,7 +686,11 @@ impl<'a> Turn<'a> {
 }
 
 fn short_id(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 fn new_nonce() -> String {

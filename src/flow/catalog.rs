@@ -65,7 +65,12 @@ pub const ACTIONS: &[ActionSpec] = &[
             "not_found",
             UPSTREAM_UNAVAILABLE,
         ],
-        outputs: &["delivery_status", "sent_at", "delivered_at", "recipient_domain"],
+        outputs: &[
+            "delivery_status",
+            "sent_at",
+            "delivered_at",
+            "recipient_domain",
+        ],
         needs_verified_account: false,
         summary: "Reports what happened to the last reset mail.",
     },

@@ -5,9 +5,7 @@
 //! one) and a hint. The same check runs at start-up; the bot refuses to start
 //! on errors, so the engine can trust every target, action and variable.
 
-use super::catalog::{
-    ACTIONS, ActionName, CONFIG_VARIABLES, ENGINE_VARIABLES, Validator,
-};
+use super::catalog::{ACTIONS, ActionName, CONFIG_VARIABLES, ENGINE_VARIABLES, Validator};
 use super::model::*;
 use regex::{Regex, RegexBuilder};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -95,38 +93,75 @@ impl Checker<'_> {
         for (path, file) in self.files {
             let id = &file.flow.id;
             if !valid_id(id) {
-                self.error(path, None, format!("flow id '{id}' is not a valid id"), Some("use lowercase letters, digits and _".into()));
+                self.error(
+                    path,
+                    None,
+                    format!("flow id '{id}' is not a valid id"),
+                    Some("use lowercase letters, digits and _".into()),
+                );
             }
             if let Some(first) = seen_flows.get(id) {
                 let first = first.display().to_string();
-                self.error(path, None, format!("duplicate flow id '{id}'"), Some(format!("already defined in {first}")));
+                self.error(
+                    path,
+                    None,
+                    format!("duplicate flow id '{id}'"),
+                    Some(format!("already defined in {first}")),
+                );
                 continue;
             }
             seen_flows.insert(id.clone(), path.clone());
             if file.steps.is_empty() {
-                self.error(path, None, format!("flow '{id}' has no steps"), Some("add at least one [[step]]; the first one is where the flow starts".into()));
+                self.error(
+                    path,
+                    None,
+                    format!("flow '{id}' has no steps"),
+                    Some(
+                        "add at least one [[step]]; the first one is where the flow starts".into(),
+                    ),
+                );
             }
             let mut ids = Vec::new();
             let mut seen = HashSet::new();
             for step in &file.steps {
                 if !valid_id(&step.id) {
-                    self.error(path, Some(&step.id), "step id is not a valid id".into(), Some("use lowercase letters, digits and _".into()));
+                    self.error(
+                        path,
+                        Some(&step.id),
+                        "step id is not a valid id".into(),
+                        Some("use lowercase letters, digits and _".into()),
+                    );
                 }
                 if !seen.insert(step.id.clone()) {
-                    self.error(path, Some(&step.id), "duplicate step id".into(), Some("step ids must be unique within a flow".into()));
+                    self.error(
+                        path,
+                        Some(&step.id),
+                        "duplicate step id".into(),
+                        Some("step ids must be unique within a flow".into()),
+                    );
                 }
                 ids.push(step.id.clone());
             }
             for trigger in &file.flow.triggers {
                 if let Err(e) = compile_pattern(trigger) {
-                    self.error(path, None, format!("invalid trigger regex {trigger:?}"), Some(one_line(&e.to_string())));
+                    self.error(
+                        path,
+                        None,
+                        format!("invalid trigger regex {trigger:?}"),
+                        Some(one_line(&e.to_string())),
+                    );
                 }
             }
             self.flows.insert(id.clone(), (path.clone(), ids));
         }
         if !self.flows.contains_key(MAIN_FLOW) && !self.files.is_empty() {
             let file = self.files[0].0.clone();
-            self.error(&file, None, "there is no flow with id 'main'".into(), Some("every conversation starts in the 'main' flow (the menu)".into()));
+            self.error(
+                &file,
+                None,
+                "there is no flow with id 'main'".into(),
+                Some("every conversation starts in the 'main' flow (the menu)".into()),
+            );
         }
         if let Some((path, steps)) = self.flows.get(MAIN_FLOW)
             && !steps.iter().any(|s| s == CLARIFY_STEP)
@@ -135,7 +170,12 @@ impl Checker<'_> {
             self.error(&path, None, format!("the main flow has no '{CLARIFY_STEP}' step"), Some("the engine sends text it cannot place there; give it buttons that lead somewhere useful".into()));
         }
         if self.files.is_empty() {
-            self.error(Path::new("flows"), None, "no flow files found".into(), Some("add flows/*.toml".into()));
+            self.error(
+                Path::new("flows"),
+                None,
+                "no flow files found".into(),
+                Some("add flows/*.toml".into()),
+            );
         }
     }
 
@@ -146,19 +186,27 @@ impl Checker<'_> {
             None => (flow, raw),
         };
         let Some((_, steps)) = self.flows.get(flow_id) else {
-            return Err(match nearest(flow_id, self.flows.keys().map(String::as_str)) {
-                Some(n) => format!("no flow '{flow_id}'; did you mean '{n}'?"),
-                None => format!("no flow '{flow_id}'"),
-            });
+            return Err(
+                match nearest(flow_id, self.flows.keys().map(String::as_str)) {
+                    Some(n) => format!("no flow '{flow_id}'; did you mean '{n}'?"),
+                    None => format!("no flow '{flow_id}'"),
+                },
+            );
         };
         if step_id.is_empty() {
             return steps
                 .first()
-                .map(|s| Target { flow: flow_id.into(), step: s.clone() })
+                .map(|s| Target {
+                    flow: flow_id.into(),
+                    step: s.clone(),
+                })
                 .ok_or_else(|| format!("flow '{flow_id}' has no steps"));
         }
         if steps.iter().any(|s| s == step_id) {
-            Ok(Target { flow: flow_id.into(), step: step_id.into() })
+            Ok(Target {
+                flow: flow_id.into(),
+                step: step_id.into(),
+            })
         } else {
             Err(match nearest(step_id, steps.iter().map(String::as_str)) {
                 Some(n) => format!("flow '{flow_id}' has no step '{step_id}'; did you mean '{n}'?"),
@@ -169,7 +217,14 @@ impl Checker<'_> {
 
     fn check_target(&mut self, path: &Path, flow: &str, step: &str, what: &str, raw: &str) {
         if let Err(hint) = self.resolve(flow, raw) {
-            self.error(path, Some(step), format!("unknown target '{raw}' in {what}"), Some(format!("{hint}; write 'step', 'flow:step' or 'flow:' for a flow's start")));
+            self.error(
+                path,
+                Some(step),
+                format!("unknown target '{raw}' in {what}"),
+                Some(format!(
+                    "{hint}; write 'step', 'flow:step' or 'flow:' for a flow's start"
+                )),
+            );
         }
     }
 
@@ -181,19 +236,45 @@ impl Checker<'_> {
                 for (i, b) in step.buttons.iter().enumerate() {
                     self.check_target(path, flow, sid, &format!("button '{}'", b.label), &b.goto);
                     if b.label.trim().is_empty() || b.label.chars().count() > MAX_LABEL_CHARS {
-                        self.error(path, Some(sid), format!("button {} has an empty or too long label", i + 1), Some(format!("labels are 1 to {MAX_LABEL_CHARS} characters (Discord's limit)")));
+                        self.error(
+                            path,
+                            Some(sid),
+                            format!("button {} has an empty or too long label", i + 1),
+                            Some(format!(
+                                "labels are 1 to {MAX_LABEL_CHARS} characters (Discord's limit)"
+                            )),
+                        );
                     }
-                    if step.buttons[..i].iter().any(|o| o.label.eq_ignore_ascii_case(&b.label)) {
-                        self.error(path, Some(sid), format!("duplicate button label '{}'", b.label), Some("users pick buttons by label; make them distinct".into()));
+                    if step.buttons[..i]
+                        .iter()
+                        .any(|o| o.label.eq_ignore_ascii_case(&b.label))
+                    {
+                        self.error(
+                            path,
+                            Some(sid),
+                            format!("duplicate button label '{}'", b.label),
+                            Some("users pick buttons by label; make them distinct".into()),
+                        );
                     }
                     if let Some(fb) = &b.feedback
-                        && fb != "solved" && fb != "not_solved"
+                        && fb != "solved"
+                        && fb != "not_solved"
                     {
-                        self.error(path, Some(sid), format!("button '{}' records unknown feedback '{fb}'", b.label), Some("use 'solved' or 'not_solved'".into()));
+                        self.error(
+                            path,
+                            Some(sid),
+                            format!("button '{}' records unknown feedback '{fb}'", b.label),
+                            Some("use 'solved' or 'not_solved'".into()),
+                        );
                     }
                 }
                 if step.buttons.len() > MAX_BUTTONS {
-                    self.error(path, Some(sid), format!("{} buttons are too many", step.buttons.len()), Some(format!("at most {MAX_BUTTONS} fit in a Discord message")));
+                    self.error(
+                        path,
+                        Some(sid),
+                        format!("{} buttons are too many", step.buttons.len()),
+                        Some(format!("at most {MAX_BUTTONS} fit in a Discord message")),
+                    );
                 }
                 if let Some(next) = &step.next {
                     self.check_target(path, flow, sid, "next", next);
@@ -201,7 +282,12 @@ impl Checker<'_> {
                 if let Some(c) = &step.count {
                     self.check_target(path, flow, sid, "count.exceeded", &c.exceeded);
                     if c.max == 0 {
-                        self.error(path, Some(sid), "count.max is 0, so the step can never be shown".into(), Some("use 1 or more".into()));
+                        self.error(
+                            path,
+                            Some(sid),
+                            "count.max is 0, so the step can never be shown".into(),
+                            Some("use 1 or more".into()),
+                        );
                     }
                 }
                 if let Some(capture) = &step.capture {
@@ -210,20 +296,46 @@ impl Checker<'_> {
                 if let Some(action) = &step.action {
                     self.check_action(path, flow, step, action);
                 }
-                let waits = step.action.is_none() && (!step.buttons.is_empty() || step.capture.is_some());
+                let waits =
+                    step.action.is_none() && (!step.buttons.is_empty() || step.capture.is_some());
                 if !waits && step.action.is_none() && step.next.is_none() && !step.end {
-                    self.error(path, Some(sid), "step has no way out".into(), Some("add buttons, a capture, an action, `next`, or `end = true`".into()));
+                    self.error(
+                        path,
+                        Some(sid),
+                        "step has no way out".into(),
+                        Some("add buttons, a capture, an action, `next`, or `end = true`".into()),
+                    );
                 }
-                if step.end && (step.next.is_some() || step.action.is_some() || step.capture.is_some()) {
-                    self.error(path, Some(sid), "an ending step cannot also continue".into(), Some("remove `end` or the next/action/capture".into()));
+                if step.end
+                    && (step.next.is_some() || step.action.is_some() || step.capture.is_some())
+                {
+                    self.error(
+                        path,
+                        Some(sid),
+                        "an ending step cannot also continue".into(),
+                        Some("remove `end` or the next/action/capture".into()),
+                    );
                 }
-                if step.say.as_deref().is_none_or(|s| s.trim().is_empty()) && step.action.is_none() && step.next.is_none() {
-                    self.error(path, Some(sid), "step says nothing".into(), Some("a step that waits for the user needs a `say` message".into()));
+                if step.say.as_deref().is_none_or(|s| s.trim().is_empty())
+                    && step.action.is_none()
+                    && step.next.is_none()
+                {
+                    self.error(
+                        path,
+                        Some(sid),
+                        "step says nothing".into(),
+                        Some("a step that waits for the user needs a `say` message".into()),
+                    );
                 }
                 if let Some(say) = &step.say
                     && let Some(sentence) = asks_for_password(say)
                 {
-                    self.error(path, Some(sid), format!("the prompt asks for a password: {sentence:?}"), Some("never ask users for their password, not even to check it".into()));
+                    self.error(
+                        path,
+                        Some(sid),
+                        format!("the prompt asks for a password: {sentence:?}"),
+                        Some("never ask users for their password, not even to check it".into()),
+                    );
                 }
             }
         }
@@ -232,43 +344,94 @@ impl Checker<'_> {
     fn check_capture(&mut self, path: &Path, flow: &str, step: &StepDef, capture: &CaptureDef) {
         let sid = step.id.as_str();
         if step.action.is_some() {
-            self.error(path, Some(sid), "a step cannot both capture text and run an action".into(), Some("capture here and run the action in the `next` step".into()));
+            self.error(
+                path,
+                Some(sid),
+                "a step cannot both capture text and run an action".into(),
+                Some("capture here and run the action in the `next` step".into()),
+            );
         }
         self.check_target(path, flow, sid, "capture.on_fail", &capture.on_fail);
         for (value, target) in &capture.branches {
-            self.check_target(path, flow, sid, &format!("capture.branches.{value}"), target);
+            self.check_target(
+                path,
+                flow,
+                sid,
+                &format!("capture.branches.{value}"),
+                target,
+            );
         }
         if !valid_id(&capture.var) {
-            self.error(path, Some(sid), format!("capture variable '{}' is not a valid name", capture.var), Some("use lowercase letters, digits and _".into()));
+            self.error(
+                path,
+                Some(sid),
+                format!("capture variable '{}' is not a valid name", capture.var),
+                Some("use lowercase letters, digits and _".into()),
+            );
         }
         if capture.var.contains("password") || capture.var.contains("passcode") {
-            self.error(path, Some(sid), format!("capture variable '{}' would hold a password", capture.var), Some("never ask users for their password".into()));
+            self.error(
+                path,
+                Some(sid),
+                format!("capture variable '{}' would hold a password", capture.var),
+                Some("never ask users for their password".into()),
+            );
         }
         let validator = parse_validator(&capture.validator);
         match validator {
-            None => self.error(path, Some(sid), format!("unknown validator '{}'", capture.validator), Some(format!("use one of: {}", Validator::ALL.join(", ")))),
+            None => self.error(
+                path,
+                Some(sid),
+                format!("unknown validator '{}'", capture.validator),
+                Some(format!("use one of: {}", Validator::ALL.join(", "))),
+            ),
             Some(Validator::Choice) if capture.choices.is_empty() => {
-                self.error(path, Some(sid), "the choice validator needs `choices`".into(), Some("list the accepted answers in capture.choices".into()));
+                self.error(
+                    path,
+                    Some(sid),
+                    "the choice validator needs `choices`".into(),
+                    Some("list the accepted answers in capture.choices".into()),
+                );
             }
             Some(Validator::YesNo) => {
                 for key in capture.branches.keys() {
                     if key != "yes" && key != "no" {
-                        self.error(path, Some(sid), format!("yes_no branch '{key}' can never match"), Some("yes_no captures 'yes' or 'no'".into()));
+                        self.error(
+                            path,
+                            Some(sid),
+                            format!("yes_no branch '{key}' can never match"),
+                            Some("yes_no captures 'yes' or 'no'".into()),
+                        );
                     }
                 }
             }
             _ => {}
         }
         let branches_cover = match validator {
-            Some(Validator::YesNo) => ["yes", "no"].iter().all(|k| capture.branches.contains_key(*k)),
-            Some(Validator::Choice) => capture.choices.iter().all(|c| capture.branches.contains_key(&c.to_lowercase())),
+            Some(Validator::YesNo) => ["yes", "no"]
+                .iter()
+                .all(|k| capture.branches.contains_key(*k)),
+            Some(Validator::Choice) => capture
+                .choices
+                .iter()
+                .all(|c| capture.branches.contains_key(&c.to_lowercase())),
             _ => false,
         };
         if step.next.is_none() && !branches_cover {
-            self.error(path, Some(sid), "capture has nowhere to go after a valid answer".into(), Some("add `next`, or branches for every possible value".into()));
+            self.error(
+                path,
+                Some(sid),
+                "capture has nowhere to go after a valid answer".into(),
+                Some("add `next`, or branches for every possible value".into()),
+            );
         }
         if step.say.is_none() {
-            self.error(path, Some(sid), "capture without a question".into(), Some("add `say` with the question".into()));
+            self.error(
+                path,
+                Some(sid),
+                "capture without a question".into(),
+                Some("add `say` with the question".into()),
+            );
         }
     }
 
@@ -280,23 +443,58 @@ impl Checker<'_> {
                 Some(n) => format!("did you mean '{n}'? known actions: {}", known.join(", ")),
                 None => format!("known actions: {}", known.join(", ")),
             };
-            self.error(path, Some(sid), format!("unknown action '{}'", action.name), Some(hint));
+            self.error(
+                path,
+                Some(sid),
+                format!("unknown action '{}'", action.name),
+                Some(hint),
+            );
             return;
         };
         if !step.buttons.is_empty() {
-            self.error(path, Some(sid), "a step cannot both run an action and show buttons".into(), Some("show the buttons in the step the outcome leads to".into()));
+            self.error(
+                path,
+                Some(sid),
+                "a step cannot both run an action and show buttons".into(),
+                Some("show the buttons in the step the outcome leads to".into()),
+            );
         }
         let spec = name.spec();
         for (outcome, target) in &action.on {
             if outcome != "default" && !spec.outcomes.contains(&outcome.as_str()) {
-                self.error(path, Some(sid), format!("action '{}' has no outcome '{outcome}'", spec.id), Some(format!("its outcomes are: {}", spec.outcomes.join(", "))));
+                self.error(
+                    path,
+                    Some(sid),
+                    format!("action '{}' has no outcome '{outcome}'", spec.id),
+                    Some(format!("its outcomes are: {}", spec.outcomes.join(", "))),
+                );
             }
-            self.check_target(path, flow, sid, &format!("action outcome '{outcome}'"), target);
+            self.check_target(
+                path,
+                flow,
+                sid,
+                &format!("action outcome '{outcome}'"),
+                target,
+            );
         }
         if !action.on.contains_key("default") {
-            let missing: Vec<_> = spec.outcomes.iter().filter(|o| !action.on.contains_key(**o)).copied().collect();
+            let missing: Vec<_> = spec
+                .outcomes
+                .iter()
+                .filter(|o| !action.on.contains_key(**o))
+                .copied()
+                .collect();
             if !missing.is_empty() {
-                self.error(path, Some(sid), format!("action '{}' does not route outcome(s): {}", spec.id, missing.join(", ")), Some("add them to `on`, or add `default`".into()));
+                self.error(
+                    path,
+                    Some(sid),
+                    format!(
+                        "action '{}' does not route outcome(s): {}",
+                        spec.id,
+                        missing.join(", ")
+                    ),
+                    Some("add them to `on`, or add `default`".into()),
+                );
             }
         }
     }
@@ -306,22 +504,41 @@ impl Checker<'_> {
         for (path, file) in self.files {
             for intent in &file.intents {
                 if !seen.insert(intent.id.clone()) {
-                    self.error(path, None, format!("duplicate intent id '{}'", intent.id), None);
+                    self.error(
+                        path,
+                        None,
+                        format!("duplicate intent id '{}'", intent.id),
+                        None,
+                    );
                 }
                 for p in &intent.patterns {
                     if let Err(e) = compile_pattern(p) {
-                        self.error(path, None, format!("invalid regex {p:?} in intent '{}'", intent.id), Some(one_line(&e.to_string())));
+                        self.error(
+                            path,
+                            None,
+                            format!("invalid regex {p:?} in intent '{}'", intent.id),
+                            Some(one_line(&e.to_string())),
+                        );
                     }
                 }
                 if let Err(hint) = self.resolve(&file.flow.id, &intent.goto) {
-                    self.error(path, None, format!("unknown target '{}' in intent '{}'", intent.goto, intent.id), Some(hint));
+                    self.error(
+                        path,
+                        None,
+                        format!("unknown target '{}' in intent '{}'", intent.goto, intent.id),
+                        Some(hint),
+                    );
                 }
             }
         }
     }
 
     fn check_variables(&mut self) {
-        let mut known: BTreeSet<String> = CONFIG_VARIABLES.iter().chain(ENGINE_VARIABLES).map(|s| s.to_string()).collect();
+        let mut known: BTreeSet<String> = CONFIG_VARIABLES
+            .iter()
+            .chain(ENGINE_VARIABLES)
+            .map(|s| s.to_string())
+            .collect();
         let mut transient = BTreeSet::new();
         let mut captured = BTreeSet::new();
         for (_, file) in self.files {
@@ -349,20 +566,48 @@ impl Checker<'_> {
                 }
             }
         }
-        let produced: BTreeSet<String> = captured.iter().cloned().chain(known.iter().cloned()).collect();
+        let produced: BTreeSet<String> = captured
+            .iter()
+            .cloned()
+            .chain(known.iter().cloned())
+            .collect();
         for (path, file) in self.files {
             for step in &file.steps {
-                let texts = step.say.iter().chain(step.capture.as_ref().and_then(|c| c.invalid.as_ref()));
+                let texts = step
+                    .say
+                    .iter()
+                    .chain(step.capture.as_ref().and_then(|c| c.invalid.as_ref()));
                 for text in texts {
                     match template_variables(text) {
-                        Err(e) => self.error(path, Some(&step.id), e, Some("write {name} for a variable and {{ or }} for a literal brace".into())),
+                        Err(e) => self.error(
+                            path,
+                            Some(&step.id),
+                            e,
+                            Some(
+                                "write {name} for a variable and {{ or }} for a literal brace"
+                                    .into(),
+                            ),
+                        ),
                         Ok(vars) => {
                             for v in vars {
                                 if transient.contains(&v) {
-                                    self.error(path, Some(&step.id), format!("'{{{v}}}' would show a secret or an address in full"), Some(format!("use {{{v}_masked}}")));
+                                    self.error(
+                                        path,
+                                        Some(&step.id),
+                                        format!(
+                                            "'{{{v}}}' would show a secret or an address in full"
+                                        ),
+                                        Some(format!("use {{{v}_masked}}")),
+                                    );
                                 } else if !known.contains(&v) {
-                                    let hint = nearest(&v, known.iter().map(String::as_str)).map(|n| format!("did you mean '{{{n}}}'?"));
-                                    self.error(path, Some(&step.id), format!("unknown variable '{{{v}}}'"), hint);
+                                    let hint = nearest(&v, known.iter().map(String::as_str))
+                                        .map(|n| format!("did you mean '{{{n}}}'?"));
+                                    self.error(
+                                        path,
+                                        Some(&step.id),
+                                        format!("unknown variable '{{{v}}}'"),
+                                        hint,
+                                    );
                                 }
                             }
                         }
@@ -436,7 +681,15 @@ impl Checker<'_> {
         for (path, file) in self.files {
             for step in &file.steps {
                 if !seen.contains(&format!("{}:{}", file.flow.id, step.id)) {
-                    self.error(path, Some(&step.id), "step is unreachable".into(), Some("nothing leads here: no button, next, outcome, intent or trigger".into()));
+                    self.error(
+                        path,
+                        Some(&step.id),
+                        "step is unreachable".into(),
+                        Some(
+                            "nothing leads here: no button, next, outcome, intent or trigger"
+                                .into(),
+                        ),
+                    );
                 }
             }
         }
@@ -452,7 +705,8 @@ impl Checker<'_> {
         let mut where_: HashMap<String, PathBuf> = HashMap::new();
         for (path, file) in self.files {
             for step in &file.steps {
-                let waits = step.action.is_none() && (!step.buttons.is_empty() || step.capture.is_some());
+                let waits =
+                    step.action.is_none() && (!step.buttons.is_empty() || step.capture.is_some());
                 if !waits && !step.end {
                     let key = format!("{}:{}", file.flow.id, step.id);
                     auto.insert(key.clone(), self.edges_of(&file.flow.id, step));
@@ -513,11 +767,17 @@ pub(crate) fn parse_validator(name: &str) -> Option<Validator> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 48
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `{name}` variables of a template, or why it is malformed.
@@ -534,7 +794,9 @@ pub(crate) fn template_variables(text: &str) -> Result<Vec<String>, String> {
             }
             '{' => {
                 let rest = &text[i + 1..];
-                let end = rest.find('}').ok_or_else(|| "unclosed '{' in message".to_string())?;
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| "unclosed '{' in message".to_string())?;
                 let name = &rest[..end];
                 if !valid_id(name) {
                     return Err(format!("'{{{name}}}' is not a variable name"));
@@ -551,10 +813,12 @@ pub(crate) fn template_variables(text: &str) -> Result<Vec<String>, String> {
     Ok(vars)
 }
 
-static PASSWORD_WORD: LazyLock<Regex> =
-    LazyLock::new(|| compile_pattern(r"\b(pass ?words?|passcodes?|passphrases?|pwd|pin)\b").unwrap());
+static PASSWORD_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    compile_pattern(r"\b(pass ?words?|passcodes?|passphrases?|pwd|pin)\b").unwrap()
+});
 static NEGATION: LazyLock<Regex> = LazyLock::new(|| {
-    compile_pattern(r"\b(never|don'?t|do not|not|no one|nobody|won'?t|will not|without|no need)\b").unwrap()
+    compile_pattern(r"\b(never|don'?t|do not|not|no one|nobody|won'?t|will not|without|no need)\b")
+        .unwrap()
 });
 static ASKS: LazyLock<Regex> = LazyLock::new(|| {
     compile_pattern(concat!(
@@ -573,9 +837,7 @@ pub fn asks_for_password(text: &str) -> Option<String> {
     normalized
         .split_inclusive(['.', '!', '?', '\n', ';'])
         .map(str::trim)
-        .find(|s| {
-            PASSWORD_WORD.is_match(s) && !NEGATION.is_match(s) && ASKS.is_match(s)
-        })
+        .find(|s| PASSWORD_WORD.is_match(s) && !NEGATION.is_match(s) && ASKS.is_match(s))
         .map(str::to_string)
 }
 
@@ -594,7 +856,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -604,12 +868,24 @@ fn levenshtein(a: &str, b: &str) -> usize {
 fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
     let index: BTreeMap<String, Vec<String>> = files
         .iter()
-        .map(|(_, f)| (f.flow.id.clone(), f.steps.iter().map(|s| s.id.clone()).collect()))
+        .map(|(_, f)| {
+            (
+                f.flow.id.clone(),
+                f.steps.iter().map(|s| s.id.clone()).collect(),
+            )
+        })
         .collect();
     let resolve = |flow: &str, raw: &str| -> Target {
         let (f, s) = raw.split_once(':').unwrap_or((flow, raw));
-        let step = if s.is_empty() { index[f][0].clone() } else { s.to_string() };
-        Target { flow: f.to_string(), step }
+        let step = if s.is_empty() {
+            index[f][0].clone()
+        } else {
+            s.to_string()
+        };
+        Target {
+            flow: f.to_string(),
+            step,
+        }
     };
     let mut flows = BTreeMap::new();
     let mut intents = Vec::new();
@@ -639,11 +915,19 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                         on_fail: resolve(fid, &c.on_fail),
                         invalid: c.invalid.clone(),
                         choices: c.choices.iter().map(|c| c.to_lowercase()).collect(),
-                        branches: c.branches.iter().map(|(k, v)| (k.to_lowercase(), resolve(fid, v))).collect(),
+                        branches: c
+                            .branches
+                            .iter()
+                            .map(|(k, v)| (k.to_lowercase(), resolve(fid, v)))
+                            .collect(),
                     }),
                     action: s.action.as_ref().map(|a| Action {
                         name: ActionName::parse(&a.name).expect("checked"),
-                        on: a.on.iter().map(|(k, v)| (k.clone(), resolve(fid, v))).collect(),
+                        on: a
+                            .on
+                            .iter()
+                            .map(|(k, v)| (k.clone(), resolve(fid, v)))
+                            .collect(),
                     }),
                     next: s.next.as_ref().map(|n| resolve(fid, n)),
                     count: s.count.as_ref().map(|c| Counter {
@@ -664,7 +948,12 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                 id: fid.to_string(),
                 title: file.flow.title.clone(),
                 file: path.clone(),
-                triggers: file.flow.triggers.iter().map(|t| compile_pattern(t).expect("checked")).collect(),
+                triggers: file
+                    .flow
+                    .triggers
+                    .iter()
+                    .map(|t| compile_pattern(t).expect("checked"))
+                    .collect(),
                 priority: file.flow.priority,
                 utility: file.flow.utility,
                 start: file.steps[0].id.clone(),
@@ -674,7 +963,11 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
         for i in &file.intents {
             intents.push(Intent {
                 id: i.id.clone(),
-                patterns: i.patterns.iter().map(|p| compile_pattern(p).expect("checked")).collect(),
+                patterns: i
+                    .patterns
+                    .iter()
+                    .map(|p| compile_pattern(p).expect("checked"))
+                    .collect(),
                 goto: resolve(fid, &i.goto),
             });
         }
@@ -699,7 +992,10 @@ mod tests {
 
     #[test]
     fn templates_list_their_variables_and_allow_escaped_braces() {
-        assert_eq!(template_variables("Hi {platform_name}, {{literal}} {x_1}").unwrap(), ["platform_name", "x_1"]);
+        assert_eq!(
+            template_variables("Hi {platform_name}, {{literal}} {x_1}").unwrap(),
+            ["platform_name", "x_1"]
+        );
         assert!(template_variables("{unclosed").is_err());
         assert!(template_variables("{Bad Name}").is_err());
         assert!(template_variables("stray }").is_err());
@@ -729,7 +1025,10 @@ mod tests {
 
     #[test]
     fn near_misses_get_a_suggestion() {
-        assert_eq!(nearest("chek_spam", ["check_spam", "start"].into_iter()), Some("check_spam".into()));
+        assert_eq!(
+            nearest("chek_spam", ["check_spam", "start"].into_iter()),
+            Some("check_spam".into())
+        );
         assert_eq!(nearest("zzz", ["check_spam"].into_iter()), None);
     }
 }

@@ -58,7 +58,8 @@ fn label_of(step: &Step) -> String {
 }
 
 fn clean(s: &str) -> String {
-    s.replace('"', "'").replace(['[', ']', '{', '}', '|', '<', '>'], " ")
+    s.replace('"', "'")
+        .replace(['[', ']', '{', '}', '|', '<', '>'], " ")
 }
 
 pub fn render(set: &FlowSet, format: GraphFormat) -> String {
@@ -69,39 +70,78 @@ pub fn render(set: &FlowSet, format: GraphFormat) -> String {
             for flow in set.flows.values() {
                 let _ = writeln!(out, "  subgraph {}[\"{}\"]", flow.id, clean(&flow.title));
                 for step in flow.steps.values() {
-                    let t = Target { flow: flow.id.clone(), step: step.id.clone() };
-                    let _ = writeln!(out, "    {}[\"{}\"]", node_id(&t), clean(&label_of(step)).replace("\\n", "<br/>"));
+                    let t = Target {
+                        flow: flow.id.clone(),
+                        step: step.id.clone(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {}[\"{}\"]",
+                        node_id(&t),
+                        clean(&label_of(step)).replace("\\n", "<br/>")
+                    );
                 }
                 out.push_str("  end\n");
             }
             for flow in set.flows.values() {
                 for step in flow.steps.values() {
-                    let from = node_id(&Target { flow: flow.id.clone(), step: step.id.clone() });
+                    let from = node_id(&Target {
+                        flow: flow.id.clone(),
+                        step: step.id.clone(),
+                    });
                     for (label, to) in edges(step) {
                         if label.is_empty() {
                             let _ = writeln!(out, "  {from} --> {}", node_id(to));
                         } else {
-                            let _ = writeln!(out, "  {from} -- \"{}\" --> {}", clean(&label), node_id(to));
+                            let _ = writeln!(
+                                out,
+                                "  {from} -- \"{}\" --> {}",
+                                clean(&label),
+                                node_id(to)
+                            );
                         }
                     }
                 }
             }
         }
         GraphFormat::Dot => {
-            out.push_str("digraph flows {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n");
+            out.push_str(
+                "digraph flows {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n",
+            );
             for flow in set.flows.values() {
-                let _ = writeln!(out, "  subgraph cluster_{} {{\n    label=\"{}\";", flow.id, clean(&flow.title));
+                let _ = writeln!(
+                    out,
+                    "  subgraph cluster_{} {{\n    label=\"{}\";",
+                    flow.id,
+                    clean(&flow.title)
+                );
                 for step in flow.steps.values() {
-                    let t = Target { flow: flow.id.clone(), step: step.id.clone() };
-                    let _ = writeln!(out, "    {} [label=\"{}\"];", node_id(&t), clean(&label_of(step)));
+                    let t = Target {
+                        flow: flow.id.clone(),
+                        step: step.id.clone(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {} [label=\"{}\"];",
+                        node_id(&t),
+                        clean(&label_of(step))
+                    );
                 }
                 out.push_str("  }\n");
             }
             for flow in set.flows.values() {
                 for step in flow.steps.values() {
-                    let from = node_id(&Target { flow: flow.id.clone(), step: step.id.clone() });
+                    let from = node_id(&Target {
+                        flow: flow.id.clone(),
+                        step: step.id.clone(),
+                    });
                     for (label, to) in edges(step) {
-                        let _ = writeln!(out, "  {from} -> {} [label=\"{}\"];", node_id(to), clean(&label));
+                        let _ = writeln!(
+                            out,
+                            "  {from} -> {} [label=\"{}\"];",
+                            node_id(to),
+                            clean(&label)
+                        );
                     }
                 }
             }

@@ -59,7 +59,11 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, Vec<Diagnostic>> {
                 continue;
             }
         };
-        hasher.write(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        hasher.write(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         hasher.write(text.as_bytes());
         match parse_flow_file(&text) {
             Ok(file) => files.push((path, file)),

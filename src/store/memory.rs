@@ -5,9 +5,9 @@
 use super::sql::decide;
 use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
 use crate::engine::ports::{
-    AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord, IdempotencyStore, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
-    TurnCommit,
+    AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
+    IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore,
+    StoreError, StoredConversation, TranscriptEntry, TurnCommit,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Tables {
     conversations: HashMap<ConversationKey, StoredConversation>,
-    processed: HashMap<(ChannelKind, String), Millis>,
+    processed: HashMap<(ChannelKind, String), (Millis, ProcessedEvent)>,
     transcripts: HashMap<ConversationKey, Vec<TranscriptEntry>>,
     counters: HashMap<(String, Millis), (Millis, i64)>,
     idempotency: HashMap<String, (IdempotencyRecord, Millis)>,
@@ -82,7 +82,16 @@ impl ConversationStore for MemoryStore {
             return Err(StoreError::Conflict(key));
         }
         if let Some(ek) = event_key {
-            t.processed.insert(ek, turn.conversation.updated_at);
+            t.processed.insert(
+                ek,
+                (
+                    turn.conversation.updated_at,
+                    ProcessedEvent {
+                        reply: turn.reply.clone(),
+                        delivered: false,
+                    },
+                ),
+            );
         }
         let mut conversation = turn.conversation;
         conversation.version += 1;
@@ -100,15 +109,33 @@ impl ConversationStore for MemoryStore {
         Ok(version)
     }
 
-    async fn event_processed(
+    async fn processed_event(
         &self,
         channel: ChannelKind,
         event: &EventId,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ProcessedEvent>, StoreError> {
         Ok(self
             .tables()
             .processed
-            .contains_key(&(channel, event.as_str().to_string())))
+            .get(&(channel, event.as_str().to_string()))
+            .map(|(_, p)| p.clone()))
+    }
+
+    async fn mark_reply_delivered(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+        _at: Millis,
+    ) -> Result<(), StoreError> {
+        if let Some((_, p)) = self
+            .tables()
+            .processed
+            .get_mut(&(channel, event.as_str().to_string()))
+        {
+            p.delivered = true;
+            p.reply = None;
+        }
+        Ok(())
     }
 
     async fn transcript(
@@ -128,19 +155,30 @@ impl ConversationStore for MemoryStore {
 
     async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
         let t = self.tables();
-        Ok(t.escalations.iter().rev().take(limit as usize).cloned().collect())
+        Ok(t.escalations
+            .iter()
+            .rev()
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 
     async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
         let t = self.tables();
-        Ok(t.feedback.iter().rev().take(limit as usize).cloned().collect())
+        Ok(t.feedback
+            .iter()
+            .rev()
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 
     async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError> {
         let mut t = self.tables();
         let mut report = PurgeReport::default();
         let n = t.processed.len();
-        t.processed.retain(|_, at| *at >= before.processed_events);
+        t.processed
+            .retain(|_, (at, _)| *at >= before.processed_events);
         report.processed_events = (n - t.processed.len()) as u64;
         for entries in t.transcripts.values_mut() {
             let n = entries.len();

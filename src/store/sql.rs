@@ -8,9 +8,8 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore,
-    PurgeBefore, PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation,
-    TranscriptEntry, TurnCommit,
+    IdempotencyRecord, IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision,
+    RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -238,12 +237,13 @@ impl ConversationStore for SqlStore {
 
         if let Some(event) = &turn.event {
             let inserted = sqlx::query(
-                "INSERT INTO processed_events (channel, event_id, processed_at) VALUES ($1, $2, $3) \
+                "INSERT INTO processed_events (channel, event_id, processed_at, reply) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (channel, event_id) DO NOTHING",
             )
             .bind(key.channel.as_str())
             .bind(event.as_str())
             .bind(c.updated_at)
+            .bind(turn.reply.clone())
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?
@@ -371,20 +371,48 @@ impl ConversationStore for SqlStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend.name(), %channel))]
-    async fn event_processed(
+    async fn processed_event(
         &self,
         channel: ChannelKind,
         event: &EventId,
-    ) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM processed_events WHERE channel = $1 AND event_id = $2",
+    ) -> Result<Option<ProcessedEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reply, delivered_at FROM processed_events WHERE channel = $1 AND event_id = $2",
         )
         .bind(channel.as_str())
         .bind(event.as_str())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend_err)?;
-        Ok(n > 0)
+        row.map(|r| {
+            let delivered: Option<i64> = r.try_get(1).map_err(backend_err)?;
+            Ok(ProcessedEvent {
+                reply: r.try_get(0).map_err(backend_err)?,
+                delivered: delivered.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = self.backend.name(), %channel))]
+    async fn mark_reply_delivered(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let _guard = self.write_lock().await;
+        sqlx::query(
+            "UPDATE processed_events SET delivered_at = $1, reply = NULL \
+             WHERE channel = $2 AND event_id = $3",
+        )
+        .bind(at)
+        .bind(channel.as_str())
+        .bind(event.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend_err)?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(backend = self.backend.name(), channel = %key.channel))]

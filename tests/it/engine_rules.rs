@@ -18,7 +18,11 @@ async fn an_event_delivered_twice_is_answered_once_and_sends_one_reset_mail() {
     bot.press("dup", "Send me a reset link").await;
     let event = EventId::new("telegram-update-77");
     let first = bot
-        .send_event("dup", Input::Text("alice@example.com".into()), event.clone())
+        .send_event(
+            "dup",
+            Input::Text("alice@example.com".into()),
+            event.clone(),
+        )
         .await;
     let second = bot
         .send_event("dup", Input::Text("alice@example.com".into()), event)
@@ -40,21 +44,41 @@ async fn forged_stale_and_foreign_buttons_change_nothing() {
 
     // Another user presses the owner's button.
     bot.say("other", "hello").await;
-    let r = bot.send("other", Input::Button(start_payload.clone())).await;
-    assert!(matches!(&r.actions[..], [Outbound::Notice { text }] if text == "That button has expired."), "{r:?}");
+    let r = bot
+        .send("other", Input::Button(start_payload.clone()))
+        .await;
+    assert!(
+        matches!(&r.actions[..], [Outbound::Notice { text }] if text == "That button has expired."),
+        "{r:?}"
+    );
     assert_eq!(at(&r), ("main", "menu"), "the other user did not move");
 
     // Forged payloads.
-    for forged in ["rb1:AAAAAAAAAAAA:0", "rb1:x:99", "garbage", "", &"z".repeat(200)] {
+    for forged in [
+        "rb1:AAAAAAAAAAAA:0",
+        "rb1:x:99",
+        "garbage",
+        "",
+        &"z".repeat(200),
+    ] {
         let r = bot.send("owner", Input::Button(forged.to_string())).await;
-        assert!(matches!(&r.actions[..], [Outbound::Notice { .. }]), "{forged}: {r:?}");
+        assert!(
+            matches!(&r.actions[..], [Outbound::Notice { .. }]),
+            "{forged}: {r:?}"
+        );
         assert_eq!(at(&r), ("password_reset", "start"));
     }
 
     // The real press works and clears the pressed message's buttons ...
-    let r = bot.send("owner", Input::Button(start_payload.clone())).await;
+    let r = bot
+        .send("owner", Input::Button(start_payload.clone()))
+        .await;
     assert_eq!(at(&r), ("password_reset", "ask_email"));
-    assert!(r.actions.iter().any(|a| matches!(a, Outbound::ClearButtons { .. })));
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Outbound::ClearButtons { .. }))
+    );
     // ... and pressing it again, now stale, changes nothing.
     let r = bot.send("owner", Input::Button(start_payload)).await;
     assert!(matches!(&r.actions[..], [Outbound::Notice { .. }]));
@@ -95,11 +119,18 @@ fn inbound(user: &str, text: &str) -> Inbound {
 async fn an_idle_conversation_starts_fresh_with_a_welcome_back() {
     let clock = Arc::new(TestClock(AtomicI64::new(1_000_000)));
     let engine = offline_engine(clock.clone(), 60);
-    let r = engine.handle(inbound("idle", "I forgot my password")).await.unwrap();
+    let r = engine
+        .handle(inbound("idle", "I forgot my password"))
+        .await
+        .unwrap();
     assert_eq!(at(&r), ("password_reset", "start"));
     clock.0.fetch_add(30_000, Ordering::SeqCst);
     let r = engine.handle(inbound("idle", "1")).await.unwrap();
-    assert_eq!(at(&r), ("password_reset", "ask_email"), "still within the idle time");
+    assert_eq!(
+        at(&r),
+        ("password_reset", "ask_email"),
+        "still within the idle time"
+    );
     clock.0.fetch_add(61_000, Ordering::SeqCst);
     let r = engine.handle(inbound("idle", "hi again")).await.unwrap();
     assert!(text(&r).starts_with("Welcome back"), "{}", text(&r));
@@ -110,15 +141,23 @@ async fn an_idle_conversation_starts_fresh_with_a_welcome_back() {
 async fn after_a_flow_edit_a_conversation_carries_on_or_restarts_with_an_apology() {
     let clock = Arc::new(TestClock(AtomicI64::new(1_000_000)));
     let engine = offline_engine(clock, 3600);
-    engine.handle(inbound("edit", "I forgot my password")).await.unwrap();
+    engine
+        .handle(inbound("edit", "I forgot my password"))
+        .await
+        .unwrap();
     engine.handle(inbound("edit", "2")).await.unwrap(); // -> check_inbox
-    engine.handle(inbound("keep", "I forgot my password")).await.unwrap();
+    engine
+        .handle(inbound("keep", "I forgot my password"))
+        .await
+        .unwrap();
 
     // New flow files: check_inbox is renamed, start is kept.
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(flows_dir()).unwrap() {
         let path = entry.unwrap().path();
-        let body = std::fs::read_to_string(&path).unwrap().replace("check_inbox", "look_in_inbox");
+        let body = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("check_inbox", "look_in_inbox");
         std::fs::write(dir.path().join(path.file_name().unwrap()), body).unwrap();
     }
     let edited = recoverbot::flow::load_dir(dir.path()).unwrap();
@@ -129,8 +168,15 @@ async fn after_a_flow_edit_a_conversation_carries_on_or_restarts_with_an_apology
     assert!(text(&r).contains("just updated"), "{}", text(&r));
     assert_eq!(at(&r), ("password_reset", "start"));
 
-    let r = engine.handle(inbound("keep", "Send me a reset link")).await.unwrap();
-    assert_eq!(at(&r), ("password_reset", "ask_email"), "its step still exists: carry on");
+    let r = engine
+        .handle(inbound("keep", "Send me a reset link"))
+        .await
+        .unwrap();
+    assert_eq!(
+        at(&r),
+        ("password_reset", "ask_email"),
+        "its step still exists: carry on"
+    );
     assert!(!text(&r).contains("updated"));
 }
 
@@ -145,7 +191,9 @@ fn database_bytes(db: &SqliteDb) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -154,12 +202,22 @@ async fn a_pasted_password_is_deleted_warned_about_and_never_stored() {
     bot.say("paste", "hello").await;
     let r = bot.say("paste", "my password is Tr0ub4dor&3xyz").await;
     assert!(
-        r.actions.iter().any(|a| matches!(a, Outbound::DeleteMessage { .. })),
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Outbound::DeleteMessage { .. })),
         "the channel is asked to delete it"
     );
-    assert!(text(&r).contains("never share your password"), "{}", text(&r));
+    assert!(
+        text(&r).contains("never share your password"),
+        "{}",
+        text(&r)
+    );
     let r = bot.say("paste", "Tr0ub4dor&3xyz").await;
-    assert!(text(&r).contains("again"), "the second time is a short reminder: {}", text(&r));
+    assert!(
+        text(&r).contains("again"),
+        "the second time is a short reminder: {}",
+        text(&r)
+    );
 
     let transcript = bot
         .app
@@ -167,7 +225,11 @@ async fn a_pasted_password_is_deleted_warned_about_and_never_stored() {
         .transcript(&TestBot::key("paste"), 50)
         .await
         .unwrap();
-    assert!(transcript.iter().any(|e| e.text.contains("[redacted password]")));
+    assert!(
+        transcript
+            .iter()
+            .any(|e| e.text.contains("[redacted password]"))
+    );
     assert!(transcript.iter().all(|e| !e.text.contains("Tr0ub4dor")));
     assert!(!contains(&database_bytes(&bot.db), "Tr0ub4dor&3xyz"));
 }
@@ -181,12 +243,20 @@ async fn codes_and_addresses_typed_into_a_flow_are_never_stored_in_clear() {
     let code = bot.mailed_code("alice@example.com").await;
     let r = bot.say("v", &code).await;
     assert!(
-        !r.actions.iter().any(|a| matches!(a, Outbound::DeleteMessage { .. })),
+        !r.actions
+            .iter()
+            .any(|a| matches!(a, Outbound::DeleteMessage { .. })),
         "a code the bot asked for is no cause for alarm"
     );
     let bytes = database_bytes(&bot.db);
-    assert!(!contains(&bytes, "alice@example.com"), "no full address in the database");
-    assert!(!contains(&bytes, &code), "no verification code in the database");
+    assert!(
+        !contains(&bytes, "alice@example.com"),
+        "no full address in the database"
+    );
+    assert!(
+        !contains(&bytes, &code),
+        "no verification code in the database"
+    );
 }
 
 #[tokio::test]
@@ -226,13 +296,18 @@ async fn reset_rate_limits_survive_an_engine_restart() {
     let r = second.say("c", "Carol@Example.com").await;
     assert_eq!(at(&r), ("password_reset", "rate_limited"), "{}", text(&r));
     assert!(text(&r).contains("minutes"));
-    assert_eq!(second.requests("POST /v1/password-resets").await, 0, "the service was not called");
+    assert_eq!(
+        second.requests("POST /v1/password-resets").await,
+        0,
+        "the service was not called"
+    );
 }
 
 #[tokio::test]
 async fn a_slow_account_service_still_gets_the_user_an_answer_within_three_seconds() {
     let bot = TestBot::start().await;
-    bot.admin_post("/_sim/faults", serde_json::json!({ "latency_ms": 10_000 })).await;
+    bot.admin_post("/_sim/faults", serde_json::json!({ "latency_ms": 10_000 }))
+        .await;
     bot.say("slow", "I forgot my password").await;
     bot.press("slow", "Send me a reset link").await;
     let started = Instant::now();
@@ -240,7 +315,10 @@ async fn a_slow_account_service_still_gets_the_user_an_answer_within_three_secon
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(at(&r), ("password_reset", "service_down"));
-    assert!(text(&r).contains("https://example.com/forgot-password"), "something to try meanwhile");
+    assert!(
+        text(&r).contains("https://example.com/forgot-password"),
+        "something to try meanwhile"
+    );
     assert!(r.buttons().iter().any(|b| b.label == "Try again"));
 }
 
@@ -252,19 +330,61 @@ async fn turns_of_one_conversation_run_in_order_and_none_is_lost() {
     for i in 0..20 {
         let bot = bot.clone();
         tasks.push(tokio::spawn(async move {
-            bot.send_event("busy", Input::Text(format!("note {i}")), EventId::new(format!("burst-{i}")))
-                .await
+            bot.send_event(
+                "busy",
+                Input::Text(format!("note {i}")),
+                EventId::new(format!("burst-{i}")),
+            )
+            .await
         }));
     }
     for t in tasks {
         assert!(!t.await.unwrap().duplicate);
     }
-    let transcript = bot.app.store.transcript(&TestBot::key("busy"), 100).await.unwrap();
+    let transcript = bot
+        .app
+        .store
+        .transcript(&TestBot::key("busy"), 100)
+        .await
+        .unwrap();
     let inbound: Vec<_> = transcript
         .iter()
         .filter(|e| e.direction == recoverbot::engine::ports::Direction::In)
         .collect();
     assert_eq!(inbound.len(), 21, "every turn was kept exactly once");
-    let stored = bot.app.store.load_conversation(&TestBot::key("busy")).await.unwrap().unwrap();
+    let stored = bot
+        .app
+        .store
+        .load_conversation(&TestBot::key("busy"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.version, 21);
+}
+
+#[tokio::test]
+async fn a_redelivered_event_whose_reply_was_never_confirmed_gets_that_reply_again() {
+    let bot = TestBot::start().await;
+    let key = TestBot::key("crashy");
+    let event = EventId::new("update-after-crash");
+    let ask = |event: EventId| Inbound {
+        key: key.clone(),
+        event_id: Some(event),
+        message_id: None,
+        locale: None,
+        input: Input::Text("I forgot my password".into()),
+    };
+    // The turn commits, then the process dies before the reply is sent.
+    let first = bot.engine().handle(ask(event.clone())).await.unwrap();
+    let again = bot.engine().handle(ask(event.clone())).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.actions, first.actions, "the unsent reply comes back");
+    assert_eq!(at(&again), ("password_reset", "start"), "and nothing moved");
+    // Once the channel confirms it, a further redelivery is silent.
+    bot.engine()
+        .mark_delivered(ChannelKind::Telegram, &event)
+        .await
+        .unwrap();
+    let third = bot.engine().handle(ask(event)).await.unwrap();
+    assert!(third.duplicate && third.actions.is_empty());
 }

@@ -19,7 +19,10 @@ async fn forgot_password_walks_through_reset_spam_delivery_and_feedback() {
     let r = bot.say(u, "alice@example.com").await;
     assert_eq!(at(&r), ("password_reset", "sent"));
     assert!(text(&r).contains("a***@example.com"), "{}", text(&r));
-    assert!(!text(&r).contains("alice@"), "the address is never echoed in full");
+    assert!(
+        !text(&r).contains("alice@"),
+        "the address is never echoed in full"
+    );
     let mails = bot.outbox().await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0]["kind"], "reset");
@@ -71,7 +74,10 @@ async fn a_bouncing_mailbox_is_reported_as_rejected() {
 async fn existing_and_unknown_addresses_get_byte_identical_replies() {
     let bot = TestBot::start().await;
     let mut transcripts = Vec::new();
-    for (user, email) in [("known", "alice@example.com"), ("unknown", "alice@example.org")] {
+    for (user, email) in [
+        ("known", "alice@example.com"),
+        ("unknown", "alice@example.org"),
+    ] {
         let mut seen = Vec::new();
         seen.push(bot.say(user, "I forgot my password").await);
         seen.push(bot.press(user, "Send me a reset link").await);
@@ -80,13 +86,24 @@ async fn existing_and_unknown_addresses_get_byte_identical_replies() {
         seen.push(bot.press(user, "Check if it was delivered").await);
         transcripts.push(
             seen.iter()
-                .map(|r| (text(r).replace(".org", ".com"), labels(r).join("|"), r.step.clone()))
+                .map(|r| {
+                    (
+                        text(r).replace(".org", ".com"),
+                        labels(r).join("|"),
+                        r.step.clone(),
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
     }
     assert_eq!(transcripts[0], transcripts[1]);
     // ... even though only the real account got a reset link.
-    let kinds: Vec<_> = bot.outbox().await.iter().map(|m| m["kind"].clone()).collect();
+    let kinds: Vec<_> = bot
+        .outbox()
+        .await
+        .iter()
+        .map(|m| m["kind"].clone())
+        .collect();
     assert_eq!(kinds, ["reset", "reset_no_account"]);
 }
 
@@ -104,7 +121,11 @@ async fn a_locked_account_is_explained_after_e_mail_verification() {
     let code = bot.mailed_code("bob@example.com").await;
     let r = bot.say(u, &code).await;
     assert_eq!(at(&r), ("wrong_password", "account_locked"), "{}", text(&r));
-    assert!(text(&r).contains("UTC"), "says when it unlocks: {}", text(&r));
+    assert!(
+        text(&r).contains("UTC"),
+        "says when it unlocks: {}",
+        text(&r)
+    );
     assert!(text(&r).contains('7'), "failed attempts: {}", text(&r));
 }
 
@@ -176,7 +197,11 @@ async fn a_lost_phone_without_backup_codes_goes_to_identity_verification() {
     assert_eq!(at(&r), ("two_factor", "no_backup"));
     let r = bot.press(u, "Start identity verification").await;
     assert_eq!(at(&r), ("human", "identity"));
-    assert!(text(&r).contains("esc_"), "a reference is given: {}", text(&r));
+    assert!(
+        text(&r).contains("esc_"),
+        "a reference is given: {}",
+        text(&r)
+    );
     let esc = bot.app.store.recent_escalations(5).await.unwrap();
     assert_eq!(esc.len(), 1);
     assert_eq!(esc[0].reason, "identity_verification");
@@ -198,7 +223,11 @@ async fn is_it_down_reads_the_live_status_and_skips_troubleshooting_during_a_log
     let r = bot.say("s2", "is the site down").await;
     assert_eq!(at(&r), ("status", "login_incident"), "{}", text(&r));
     assert!(text(&r).contains("Login failures"), "{}", text(&r));
-    assert!(text(&r).contains("Logins fail with an error page."), "{}", text(&r));
+    assert!(
+        text(&r).contains("Logins fail with an error page."),
+        "{}",
+        text(&r)
+    );
     for label in labels(&r) {
         assert!(
             !label.contains("password") && !label.contains("page won't load"),
@@ -224,7 +253,9 @@ async fn an_incident_elsewhere_still_offers_troubleshooting() {
 async fn browser_troubleshooting_gives_exact_menu_paths() {
     let bot = TestBot::start().await;
     let u = "browser";
-    let r = bot.say(u, "the login page keeps reloading, maybe cookies?").await;
+    let r = bot
+        .say(u, "the login page keeps reloading, maybe cookies?")
+        .await;
     assert_eq!(r.flow, "browser", "{}", text(&r));
     bot.press(u, "1. Clear cookies and cache").await;
     for (label, needle) in [
@@ -343,7 +374,11 @@ async fn talk_to_a_human_works_mid_flow_and_records_an_escalation() {
     bot.press("h", "Send me a reset link").await;
     let r = bot.say("h", "I want to talk to a human").await;
     assert_eq!(at(&r), ("human", "request"));
-    assert!(text(&r).contains("Monday to Friday"), "support hours: {}", text(&r));
+    assert!(
+        text(&r).contains("Monday to Friday"),
+        "support hours: {}",
+        text(&r)
+    );
     let esc = bot.app.store.recent_escalations(5).await.unwrap();
     assert_eq!(esc.len(), 1);
     assert_eq!(esc[0].reason, "user_asked");
@@ -360,5 +395,8 @@ async fn the_ending_did_this_solve_it_answer_is_stored_when_not_solved() {
     assert_eq!(at(&r), ("feedback", "ask"));
     bot.press("fb", "No, still stuck").await;
     let fb = bot.app.store.recent_feedback(1).await.unwrap();
-    assert_eq!((fb[0].topic.as_str(), fb[0].answer.as_str()), ("wrong_password", "not_solved"));
+    assert_eq!(
+        (fb[0].topic.as_str(), fb[0].answer.as_str()),
+        ("wrong_password", "not_solved")
+    );
 }

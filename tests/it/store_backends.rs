@@ -3,8 +3,9 @@
 use crate::support::db::{PgDb, SqliteDb, on_each_backend, postgres_base_url};
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
 use recoverbot::engine::ports::{
-    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord, IdempotencyStore, PurgeBefore,
-    RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
+    IdempotencyStore, PurgeBefore, RateDecision, RateLimitStore, StoreError, StoredConversation,
+    TranscriptEntry, TurnCommit,
 };
 use recoverbot::store::SqlStore;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ fn turn(c: StoredConversation, event: Option<&str>, text: &str) -> TurnCommit {
         audit: vec![],
         escalations: vec![],
         feedback: vec![],
+        reply: Some(r#"[{"kind":"notice","text":"hi"}]"#.into()),
         conversation: c,
     }
 }
@@ -471,42 +473,89 @@ async fn postgres_instances_starting_together_do_not_race_on_migrations() {
 
 #[tokio::test]
 async fn escalations_and_feedback_are_committed_with_the_turn() {
-    on_each_backend("escalations_and_feedback_are_committed", |store| async move {
-        let k = key("esc");
-        let mut t = turn(conversation(&k, "s", 0, 50), Some("esc-1"), "human please");
-        t.escalations.push(EscalationRecord {
-            id: "esc_abc".into(),
-            key: k.clone(),
-            reason: "user_asked".into(),
-            topic: Some("two_factor".into()),
-            created_at: 50,
-        });
-        t.feedback.push(FeedbackRecord {
-            key: k.clone(),
-            topic: "password_reset".into(),
-            answer: "solved".into(),
-            at: 50,
-        });
-        store.commit_turn(t).await.unwrap();
-        let esc = store.recent_escalations(10).await.unwrap();
-        assert_eq!(esc.len(), 1);
-        assert_eq!(esc[0].id, "esc_abc");
-        assert_eq!(esc[0].key, k);
-        assert_eq!(esc[0].topic.as_deref(), Some("two_factor"));
-        let fb = store.recent_feedback(10).await.unwrap();
-        assert_eq!(fb.len(), 1);
-        assert_eq!((fb[0].topic.as_str(), fb[0].answer.as_str()), ("password_reset", "solved"));
-        // A conflicting turn leaves no escalation behind.
-        let mut stale = turn(conversation(&k, "s", 0, 60), Some("esc-2"), "again");
-        stale.escalations.push(EscalationRecord {
-            id: "esc_def".into(),
-            key: k.clone(),
-            reason: "user_asked".into(),
-            topic: None,
-            created_at: 60,
-        });
-        assert!(store.commit_turn(stale).await.is_err());
-        assert_eq!(store.recent_escalations(10).await.unwrap().len(), 1);
-    })
+    on_each_backend(
+        "escalations_and_feedback_are_committed",
+        |store| async move {
+            let k = key("esc");
+            let mut t = turn(conversation(&k, "s", 0, 50), Some("esc-1"), "human please");
+            t.escalations.push(EscalationRecord {
+                id: "esc_abc".into(),
+                key: k.clone(),
+                reason: "user_asked".into(),
+                topic: Some("two_factor".into()),
+                created_at: 50,
+            });
+            t.feedback.push(FeedbackRecord {
+                key: k.clone(),
+                topic: "password_reset".into(),
+                answer: "solved".into(),
+                at: 50,
+            });
+            store.commit_turn(t).await.unwrap();
+            let esc = store.recent_escalations(10).await.unwrap();
+            assert_eq!(esc.len(), 1);
+            assert_eq!(esc[0].id, "esc_abc");
+            assert_eq!(esc[0].key, k);
+            assert_eq!(esc[0].topic.as_deref(), Some("two_factor"));
+            let fb = store.recent_feedback(10).await.unwrap();
+            assert_eq!(fb.len(), 1);
+            assert_eq!(
+                (fb[0].topic.as_str(), fb[0].answer.as_str()),
+                ("password_reset", "solved")
+            );
+            // A conflicting turn leaves no escalation behind.
+            let mut stale = turn(conversation(&k, "s", 0, 60), Some("esc-2"), "again");
+            stale.escalations.push(EscalationRecord {
+                id: "esc_def".into(),
+                key: k.clone(),
+                reason: "user_asked".into(),
+                topic: None,
+                created_at: 60,
+            });
+            assert!(store.commit_turn(stale).await.is_err());
+            assert_eq!(store.recent_escalations(10).await.unwrap().len(), 1);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_keeps_its_reply_until_it_is_marked_delivered() {
+    on_each_backend(
+        "an_event_keeps_its_reply_until_delivered",
+        |store| async move {
+            let k = key("outbox");
+            store
+                .commit_turn(turn(conversation(&k, "s", 0, 1), Some("out-1"), "hi"))
+                .await
+                .unwrap();
+            let ch = ChannelKind::Telegram;
+            let seen = store
+                .processed_event(ch, &EventId::new("out-1"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!seen.delivered);
+            assert!(seen.reply.unwrap().contains("notice"));
+            store
+                .mark_reply_delivered(ch, &EventId::new("out-1"), 2)
+                .await
+                .unwrap();
+            let seen = store
+                .processed_event(ch, &EventId::new("out-1"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(seen.delivered);
+            assert_eq!(seen.reply, None, "a delivered reply is not kept");
+            assert!(
+                store
+                    .processed_event(ch, &EventId::new("nope"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        },
+    )
     .await;
 }

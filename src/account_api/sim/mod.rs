@@ -87,7 +87,10 @@ fn token_or_random(secret: &Option<SecretString>) -> SecretString {
 
 /// Starts the simulator on `listener` (bind `127.0.0.1:0` for a free port).
 /// Unset tokens are generated at random.
-pub async fn start(settings: &SimulatorSettings, listener: TcpListener) -> Result<RunningSim, String> {
+pub async fn start(
+    settings: &SimulatorSettings,
+    listener: TcpListener,
+) -> Result<RunningSim, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let url = format!("http://{addr}");
     let accounts = load_accounts(settings)?;
@@ -136,7 +139,10 @@ fn router(sim: Sim) -> Router {
         .route("/_sim/outbox", get(outbox))
         .route("/_sim/incidents", get(list_incidents).post(create_incident))
         .route("/_sim/incidents/{id}", post(update_incident))
-        .route("/_sim/faults", get(get_faults).post(set_faults).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(get_faults).post(set_faults).delete(clear_faults),
+        )
         .route("/_sim/clock", post(advance_clock))
         .route("/_sim/stats", get(stats))
         .route("/_sim/totp/{id}", get(totp_code))
@@ -178,12 +184,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares without an early exit, so timing reveals nothing.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn api_gate(State(sim): State<Sim>, request: Request, next: Next) -> Response {
     if !bearer(request.headers()).is_some_and(|t| same(t, sim.token.expose_secret())) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        );
     }
     let route = format!("{} {}", request.method(), route_name(request.uri().path()));
     let (latency, injected) = {
@@ -192,12 +206,20 @@ async fn api_gate(State(sim): State<Sim>, request: Request, next: Next) -> Respo
         let f = &mut w.faults;
         let injected = if f.fail_next > 0 {
             f.fail_next -= 1;
-            Some(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "injected failure"))
+            Some(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "injected failure",
+            ))
         } else if f.rate_limit_next > 0 {
             f.rate_limit_next -= 1;
             Some(too_many(f.retry_after_secs.max(1), "injected rate limit"))
         } else if f.error_rate > 0.0 && rand::thread_rng().r#gen::<f64>() < f.error_rate {
-            Some(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "injected outage"))
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "injected outage",
+            ))
         } else {
             None
         };
@@ -228,7 +250,11 @@ fn route_name(path: &str) -> String {
 
 async fn admin_gate(State(sim): State<Sim>, request: Request, next: Next) -> Response {
     if !bearer(request.headers()).is_some_and(|t| same(t, sim.admin_token.expose_secret())) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        );
     }
     next.run(request).await
 }
@@ -243,11 +269,16 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 
 /// Runs `work` once per idempotency key (24 h); a repeat gets the first
 /// response again and does nothing new.
-fn idempotent(sim: &Sim, headers: &HeaderMap, work: impl FnOnce(&mut World) -> (u16, String)) -> Response {
+fn idempotent(
+    sim: &Sim,
+    headers: &HeaderMap,
+    work: impl FnOnce(&mut World) -> (u16, String),
+) -> Response {
     let key = idempotency_key(headers);
     let mut w = sim.world();
     let now = w.now();
-    w.idempotent.retain(|_, (_, _, at)| now - *at < chrono::Duration::hours(24));
+    w.idempotent
+        .retain(|_, (_, _, at)| now - *at < chrono::Duration::hours(24));
     if let Some(k) = &key
         && let Some((status, body, _)) = w.idempotent.get(k)
     {
@@ -272,7 +303,10 @@ fn idempotent(sim: &Sim, headers: &HeaderMap, work: impl FnOnce(&mut World) -> (
 }
 
 fn body_of<T: serde::Serialize>(status: u16, value: &T) -> (u16, String) {
-    (status, serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
+    (
+        status,
+        serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
+    )
 }
 
 fn error_body(status: u16, code: &str, message: &str) -> (u16, String) {
@@ -281,9 +315,17 @@ fn error_body(status: u16, code: &str, message: &str) -> (u16, String) {
 
 // ---- /v1 ------------------------------------------------------------------
 
-async fn create_reset(State(sim): State<Sim>, headers: HeaderMap, body: Option<Json<EmailBody>>) -> Response {
+async fn create_reset(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Option<Json<EmailBody>>,
+) -> Response {
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"email\": ...}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"email\": ...}",
+        );
     };
     idempotent(&sim, &headers, |w| match Email::parse(&body.email) {
         Err(_) => error_body(422, "invalid_email", "that is not a valid e-mail address"),
@@ -301,9 +343,17 @@ async fn get_reset(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn create_verification(State(sim): State<Sim>, headers: HeaderMap, body: Option<Json<EmailBody>>) -> Response {
+async fn create_verification(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Option<Json<EmailBody>>,
+) -> Response {
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"email\": ...}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"email\": ...}",
+        );
     };
     idempotent(&sim, &headers, |w| match Email::parse(&body.email) {
         Err(_) => error_body(422, "invalid_email", "that is not a valid e-mail address"),
@@ -321,11 +371,17 @@ async fn confirm_verification(
     body: Option<Json<CodeBody>>,
 ) -> Response {
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"code\": ...}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"code\": ...}",
+        );
     };
     idempotent(&sim, &headers, |w| match w.confirm(&id, body.code.trim()) {
         ConfirmOutcome::Result(r) => body_of(200, &r),
-        ConfirmOutcome::Expired => error_body(410, "expired", "the code expired or has no attempts left"),
+        ConfirmOutcome::Expired => {
+            error_body(410, "expired", "the code expired or has no attempts left")
+        }
         ConfirmOutcome::NotFound => error_body(404, "not_found", "no such verification"),
     })
 }
@@ -336,7 +392,11 @@ async fn login_status(State(sim): State<Sim>, Path(id): Path<String>) -> Respons
         return error(StatusCode::NOT_FOUND, "not_found", "no such account");
     }
     if !w.recently_confirmed(&id) {
-        return error(StatusCode::FORBIDDEN, "not_verified", "confirm an e-mail code for this account first");
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_verified",
+            "confirm an e-mail code for this account first",
+        );
     }
     match w.login_status(&id) {
         Some(s) => (StatusCode::OK, Json(s)).into_response(),
@@ -351,29 +411,55 @@ async fn diagnose(
     body: Option<Json<CodeBody>>,
 ) -> Response {
     let Some(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"code\": ...}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"code\": ...}",
+        );
     };
-    idempotent(&sim, &headers, |w| match w.diagnose(&id, body.code.trim()) {
-        DiagnoseOutcome::Result(d) => body_of(200, &d),
-        DiagnoseOutcome::NotVerified => error_body(403, "not_verified", "confirm an e-mail code for this account first"),
-        DiagnoseOutcome::NotFound => error_body(404, "not_found", "no such account"),
+    idempotent(&sim, &headers, |w| {
+        match w.diagnose(&id, body.code.trim()) {
+            DiagnoseOutcome::Result(d) => body_of(200, &d),
+            DiagnoseOutcome::NotVerified => error_body(
+                403,
+                "not_verified",
+                "confirm an e-mail code for this account first",
+            ),
+            DiagnoseOutcome::NotFound => error_body(404, "not_found", "no such account"),
+        }
     })
 }
 
-fn staff_checks(headers: &HeaderMap, body: &Option<Json<ReasonBody>>) -> Result<(), Response> {
-    let staff = headers.get("x-staff-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+fn staff_checks(headers: &HeaderMap, body: &Option<Json<ReasonBody>>) -> Result<(), Box<Response>> {
+    let staff = headers
+        .get("x-staff-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if staff.trim().is_empty() {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "staff_id_required", "X-Staff-Id is required"));
+        return Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "staff_id_required",
+            "X-Staff-Id is required",
+        )));
     }
     match body {
         Some(Json(b)) if !b.reason.trim().is_empty() => Ok(()),
-        _ => Err(error(StatusCode::UNPROCESSABLE_ENTITY, "reason_required", "a reason is required")),
+        _ => Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            "a reason is required",
+        ))),
     }
 }
 
-async fn unlock(State(sim): State<Sim>, Path(id): Path<String>, headers: HeaderMap, body: Option<Json<ReasonBody>>) -> Response {
+async fn unlock(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<ReasonBody>>,
+) -> Response {
     if let Err(r) = staff_checks(&headers, &body) {
-        return r;
+        return *r;
     }
     idempotent(&sim, &headers, |w| match w.unlock(&id) {
         Some(u) => body_of(200, &u),
@@ -388,7 +474,7 @@ async fn reset_two_factor(
     body: Option<Json<ReasonBody>>,
 ) -> Response {
     if let Err(r) = staff_checks(&headers, &body) {
-        return r;
+        return *r;
     }
     idempotent(&sim, &headers, |w| match w.reset_two_factor(&id) {
         Some(r) => body_of(200, &r),
@@ -445,7 +531,13 @@ struct IncidentChange {
     body: Option<String>,
 }
 
-const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved", "postmortem"];
+const INCIDENT_STATUSES: &[&str] = &[
+    "investigating",
+    "identified",
+    "monitoring",
+    "resolved",
+    "postmortem",
+];
 const IMPACTS: &[&str] = &["none", "minor", "major", "critical"];
 
 fn incident_json(w: &World, id: &str) -> Response {
@@ -473,15 +565,26 @@ async fn list_incidents(State(sim): State<Sim>) -> Response {
 
 async fn create_incident(State(sim): State<Sim>, body: Option<Json<NewIncident>>) -> Response {
     let Some(Json(new)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"name\", \"status\", \"impact\", \"components\", \"body\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"name\", \"status\", \"impact\", \"components\", \"body\"}",
+        );
     };
-    if !INCIDENT_STATUSES.contains(&new.status.as_str()) || !IMPACTS.contains(&new.impact.as_str()) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown status or impact");
+    if !INCIDENT_STATUSES.contains(&new.status.as_str()) || !IMPACTS.contains(&new.impact.as_str())
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "unknown status or impact",
+        );
     }
     let mut w = sim.world();
     let now = w.now();
     let id = random_id("inc_", 12).to_lowercase();
-    let body = new.body.unwrap_or_else(|| "We are investigating this issue.".into());
+    let body = new
+        .body
+        .unwrap_or_else(|| "We are investigating this issue.".into());
     w.incidents.push(SimIncident {
         id: id.clone(),
         name: new.name,
@@ -497,12 +600,24 @@ async fn create_incident(State(sim): State<Sim>, body: Option<Json<NewIncident>>
     r
 }
 
-async fn update_incident(State(sim): State<Sim>, Path(id): Path<String>, body: Option<Json<IncidentChange>>) -> Response {
+async fn update_incident(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: Option<Json<IncidentChange>>,
+) -> Response {
     let Some(Json(change)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected {\"status\", \"body\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"status\", \"body\"}",
+        );
     };
     if !INCIDENT_STATUSES.contains(&change.status.as_str()) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "unknown status");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "unknown status",
+        );
     }
     let mut w = sim.world();
     let now = w.now();
@@ -513,7 +628,9 @@ async fn update_incident(State(sim): State<Sim>, Path(id): Path<String>, body: O
     if change.status == "resolved" {
         incident.resolved = Some(now);
     }
-    let body = change.body.unwrap_or_else(|| format!("Status changed to {}.", change.status));
+    let body = change
+        .body
+        .unwrap_or_else(|| format!("Status changed to {}.", change.status));
     incident.updates.push((change.status, body, now));
     incident_json(&w, &id)
 }
@@ -524,10 +641,18 @@ async fn get_faults(State(sim): State<Sim>) -> Response {
 
 async fn set_faults(State(sim): State<Sim>, body: Option<Json<Faults>>) -> Response {
     let Some(Json(faults)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected a faults object");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a faults object",
+        );
     };
     if !(0.0..=1.0).contains(&faults.error_rate) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "error_rate is between 0 and 1");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "error_rate is between 0 and 1",
+        );
     }
     sim.world().faults = faults.clone();
     Json(faults).into_response()
@@ -560,9 +685,17 @@ struct TotpQuery {
     drift_steps: i32,
 }
 
-async fn totp_code(State(sim): State<Sim>, Path(id): Path<String>, Query(q): Query<TotpQuery>) -> Response {
+async fn totp_code(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    Query(q): Query<TotpQuery>,
+) -> Response {
     match sim.world().authenticator_code(&id, q.drift_steps) {
         Some(code) => Json(serde_json::json!({ "code": code })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "no authenticator app on that account"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no authenticator app on that account",
+        ),
     }
 }

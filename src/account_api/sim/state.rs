@@ -163,10 +163,20 @@ pub fn load_accounts(settings: &SimulatorSettings) -> Result<Vec<SimAccountSetti
         struct File {
             accounts: Vec<SimAccountSettings>,
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read simulator.accounts_file {}: {}", path.display(), e.kind()))?;
-        let file: File = toml::from_str(&text)
-            .map_err(|e| format!("simulator.accounts_file {}: {}", path.display(), e.message().lines().next().unwrap_or_default()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read simulator.accounts_file {}: {}",
+                path.display(),
+                e.kind()
+            )
+        })?;
+        let file: File = toml::from_str(&text).map_err(|e| {
+            format!(
+                "simulator.accounts_file {}: {}",
+                path.display(),
+                e.message().lines().next().unwrap_or_default()
+            )
+        })?;
         return Ok(file.accounts);
     }
     Ok(demo_accounts())
@@ -185,7 +195,11 @@ pub enum DiagnoseOutcome {
 }
 
 impl World {
-    pub fn new(settings: &SimulatorSettings, accounts: Vec<SimAccountSettings>, public_url: String) -> Self {
+    pub fn new(
+        settings: &SimulatorSettings,
+        accounts: Vec<SimAccountSettings>,
+        public_url: String,
+    ) -> Self {
         let now = Utc::now();
         let accounts = accounts
             .into_iter()
@@ -228,7 +242,9 @@ impl World {
             faults: Faults::default(),
             requests: HashMap::new(),
             clock_offset: ChronoDuration::zero(),
-            delivery_step: ChronoDuration::seconds(i64::try_from(settings.delivery_step_secs).unwrap_or(2)),
+            delivery_step: ChronoDuration::seconds(
+                i64::try_from(settings.delivery_step_secs).unwrap_or(2),
+            ),
             mails_per_hour: settings.mails_per_address_per_hour.max(1),
             public_url,
             mail_tx: None,
@@ -240,9 +256,9 @@ impl World {
     }
 
     fn account_by_email(&self, email: &Email) -> Option<&Account> {
-        self.accounts
-            .iter()
-            .find(|a| Email::parse(&a.settings.email).is_ok_and(|e| e.normalized() == email.normalized()))
+        self.accounts.iter().find(|a| {
+            Email::parse(&a.settings.email).is_ok_and(|e| e.normalized() == email.normalized())
+        })
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -257,14 +273,24 @@ impl World {
         times.retain(|t| *t > hour_ago);
         if times.len() >= self.mails_per_hour as usize {
             let oldest = times.iter().min().copied().unwrap_or(now);
-            let wait = (oldest + ChronoDuration::hours(1) - now).num_seconds().max(1);
+            let wait = (oldest + ChronoDuration::hours(1) - now)
+                .num_seconds()
+                .max(1);
             return Err(u64::try_from(wait).unwrap_or(1));
         }
         times.push(now);
         Ok(())
     }
 
-    fn send_mail(&mut self, to: &Email, kind: &str, subject: &str, body: String, link: Option<String>, code: Option<String>) {
+    fn send_mail(
+        &mut self,
+        to: &Email,
+        kind: &str,
+        subject: &str,
+        body: String,
+        link: Option<String>,
+        code: Option<String>,
+    ) {
         let mail = SimMail {
             id: random_id("mail_", 10),
             to: to.as_str().into(),
@@ -352,7 +378,9 @@ impl World {
         let id = random_id("ver_", 16);
         let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
         let expires = self.now() + ChronoDuration::minutes(VERIFICATION_TTL_MINUTES);
-        let account_id = self.account_by_email(email).map(|a| a.settings.account_id.clone());
+        let account_id = self
+            .account_by_email(email)
+            .map(|a| a.settings.account_id.clone());
         if account_id.is_some() {
             self.send_mail(
                 email,
@@ -455,7 +483,10 @@ impl World {
             .totp_secret
             .clone()
             .filter(|_| a.settings.two_factor.iter().any(|m| m == "app"));
-        let found = match (secret.as_deref().and_then(Self::totp), self.spent_codes.contains(&spent)) {
+        let found = match (
+            secret.as_deref().and_then(Self::totp),
+            self.spent_codes.contains(&spent),
+        ) {
             (Some(totp), false) => {
                 let now = self.now().timestamp();
                 (-DRIFT_WINDOW_STEPS..=DRIFT_WINDOW_STEPS)
@@ -474,13 +505,19 @@ impl World {
     }
 
     pub fn unlock(&mut self, account_id: &str) -> Option<Unlocked> {
-        let a = self.accounts.iter_mut().find(|a| a.settings.account_id == account_id)?;
+        let a = self
+            .accounts
+            .iter_mut()
+            .find(|a| a.settings.account_id == account_id)?;
         a.locked_until = None;
         Some(Unlocked { locked_until: None })
     }
 
     pub fn reset_two_factor(&mut self, account_id: &str) -> Option<TwoFactorReset> {
-        let a = self.accounts.iter_mut().find(|a| a.settings.account_id == account_id)?;
+        let a = self
+            .accounts
+            .iter_mut()
+            .find(|a| a.settings.account_id == account_id)?;
         a.settings.two_factor.clear();
         a.settings.backup_codes_left = 0;
         Some(TwoFactorReset { enabled: false })

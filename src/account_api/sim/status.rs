@@ -6,7 +6,14 @@ use crate::account_api::statuspage::*;
 use crate::account_api::wire::rfc3339;
 
 pub const PAGE_ID: &str = "sim0page0id";
-pub const COMPONENTS: &[&str] = &["Login", "Authentication", "Email delivery", "Website", "API", "Payments"];
+pub const COMPONENTS: &[&str] = &[
+    "Login",
+    "Authentication",
+    "Email delivery",
+    "Website",
+    "API",
+    "Payments",
+];
 
 fn component_id(name: &str) -> String {
     format!("cmp_{}", name.to_lowercase().replace(' ', "_"))
@@ -43,7 +50,10 @@ pub fn summary(world: &World) -> Summary {
         status: status.to_string(),
         created_at: Some("2026-01-01T00:00:00Z".into()),
         updated_at: Some(now.clone()),
-        position: COMPONENTS.iter().position(|c| *c == name).map(|p| p as i64 + 1),
+        position: COMPONENTS
+            .iter()
+            .position(|c| *c == name)
+            .map(|p| p as i64 + 1),
         description: None,
         showcase: Some(false),
         start_date: None,
@@ -59,10 +69,17 @@ pub fn summary(world: &World) -> Summary {
                 .iter()
                 .filter(|i| i.components.iter().any(|c| c.eq_ignore_ascii_case(name)))
                 .max_by_key(|i| impact_rank(&i.impact));
-            component(name, worst.map_or("operational", |i| component_status(&i.impact)))
+            component(
+                name,
+                worst.map_or("operational", |i| component_status(&i.impact)),
+            )
         })
         .collect();
-    let worst = open.iter().map(|i| impact_rank(&i.impact)).max().unwrap_or(0);
+    let worst = open
+        .iter()
+        .map(|i| impact_rank(&i.impact))
+        .max()
+        .unwrap_or(0);
     let (indicator, description) = match worst {
         3 => ("critical", "Major System Outage"),
         2 => ("major", "Partial System Outage"),
@@ -83,7 +100,10 @@ pub fn summary(world: &World) -> Summary {
                 name: i.name.clone(),
                 status: i.status.clone(),
                 created_at: rfc3339(i.created),
-                updated_at: i.updates.last().map_or_else(|| rfc3339(i.created), |u| rfc3339(u.2)),
+                updated_at: i
+                    .updates
+                    .last()
+                    .map_or_else(|| rfc3339(i.created), |u| rfc3339(u.2)),
                 monitoring_at: None,
                 resolved_at: i.resolved.map(rfc3339),
                 impact: i.impact.clone(),

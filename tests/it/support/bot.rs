@@ -20,8 +20,10 @@ pub fn flows_dir() -> std::path::PathBuf {
 /// Settings for a test bot: the given database, the real flows, the
 /// simulator with instant mail delivery unless changed.
 pub fn test_settings(db: &SqliteDb) -> Settings {
-    let mut s = Settings::default();
-    s.database = db.settings.clone();
+    let mut s = Settings {
+        database: db.settings.clone(),
+        ..Settings::default()
+    };
     s.engine.flows_dir = flows_dir();
     s.simulator.delivery_step_secs = 0;
     s.simulator.admin_token = Some(ADMIN_TOKEN.into());
@@ -73,7 +75,11 @@ impl TestBot {
     }
 
     pub fn next_event(&self) -> EventId {
-        EventId::new(format!("ev-{}-{}", self.run, self.events.fetch_add(1, Ordering::SeqCst)))
+        EventId::new(format!(
+            "ev-{}-{}",
+            self.run,
+            self.events.fetch_add(1, Ordering::SeqCst)
+        ))
     }
 
     pub async fn send(&self, user: &str, input: Input) -> Reply {
@@ -82,6 +88,7 @@ impl TestBot {
     }
 
     pub async fn send_event(&self, user: &str, input: Input, event: EventId) -> Reply {
+        let event_for_ack = event.clone();
         let reply = self
             .engine()
             .handle(Inbound {
@@ -93,6 +100,11 @@ impl TestBot {
             })
             .await
             .expect("the turn succeeds");
+        // Like a channel: confirm the reply went out.
+        self.engine()
+            .mark_delivered(ChannelKind::Telegram, &event_for_ack)
+            .await
+            .unwrap();
         if !reply.buttons().is_empty() || reply.text().is_some() {
             self.buttons
                 .lock()
@@ -131,7 +143,10 @@ impl TestBot {
     // ---- the simulator's admin side ---------------------------------------
 
     fn sim_url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.simulator.as_ref().expect("simulator runs").url)
+        format!(
+            "{}{path}",
+            self.app.simulator.as_ref().expect("simulator runs").url
+        )
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {
@@ -160,7 +175,11 @@ impl TestBot {
     }
 
     pub async fn outbox(&self) -> Vec<Value> {
-        self.admin_get("/_sim/outbox").await.as_array().cloned().unwrap_or_default()
+        self.admin_get("/_sim/outbox")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The newest verification code mailed to `to`.
@@ -177,7 +196,9 @@ impl TestBot {
     /// How many requests the simulator received on a route, e.g.
     /// `POST /v1/password-resets`.
     pub async fn requests(&self, route: &str) -> u64 {
-        self.admin_get("/_sim/stats").await["requests"][route].as_u64().unwrap_or(0)
+        self.admin_get("/_sim/stats").await["requests"][route]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     pub async fn authenticator_code(&self, account: &str, drift_steps: i32) -> String {
