@@ -2,6 +2,8 @@
 
 mod support;
 
+mod account_client;
+mod cli_chat;
 mod cli_config;
 mod engine_rules;
 mod flows_walk;
