@@ -193,6 +193,7 @@ impl<'a> Turn<'a> {
         conv.flow_version = flows.version.clone();
         if matches!(input, Input::Button(_)) {
             self.out.notice = Some(EXPIRED_BUTTON.into());
+            self.out.transcript_in = Some("[pressed an expired button]".into());
         }
         let routed = topic
             .as_deref()

@@ -51,7 +51,12 @@ async fn admin(sim: &RunningSim, verb: reqwest::Method, path: &str, body: Option
     if let Some(b) = body {
         req = req.json(&b);
     }
-    req.send().await.unwrap().json().await.unwrap_or(Value::Null)
+    req.send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null)
 }
 
 fn email(s: &str) -> Email {
@@ -71,8 +76,17 @@ async fn the_simulator_refuses_requests_without_the_token() {
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
-    let wrong = AccountClient::new(&sim.url, &SecretString::from("nope"), options(), Arc::new(MemoryStore::new())).unwrap();
-    let err = wrong.request_password_reset(&email("a@b.co"), "s").await.unwrap_err();
+    let wrong = AccountClient::new(
+        &sim.url,
+        &SecretString::from("nope"),
+        options(),
+        Arc::new(MemoryStore::new()),
+    )
+    .unwrap();
+    let err = wrong
+        .request_password_reset(&email("a@b.co"), "s")
+        .await
+        .unwrap_err();
     assert!(matches!(err, ApiError::Unauthorized), "{err}");
 }
 
@@ -80,14 +94,20 @@ async fn the_simulator_refuses_requests_without_the_token() {
 async fn password_resets_are_accepted_tracked_and_rejected_when_malformed() {
     let sim = simulator().await;
     let client = client_for(&sim.url, Arc::new(MemoryStore::new()));
-    let accepted = client.request_password_reset(&email("alice@example.com"), "r1").await.unwrap();
+    let accepted = client
+        .request_password_reset(&email("alice@example.com"), "r1")
+        .await
+        .unwrap();
     assert!(accepted.reset_id.starts_with("rst_"));
     assert_eq!(accepted.status, "queued");
     let status = client.reset_status(&accepted.reset_id).await.unwrap();
     assert_eq!(status.status, "delivered");
     assert!(status.sent_at.is_some() && status.delivered_at.is_some());
     assert_eq!(status.recipient_domain, "example.com");
-    assert!(matches!(client.reset_status("rst_missing").await, Err(ApiError::NotFound)));
+    assert!(matches!(
+        client.reset_status("rst_missing").await,
+        Err(ApiError::NotFound)
+    ));
 
     // The contract's 422 for a malformed address (sent raw: Email would refuse it).
     let r = reqwest::Client::new()
@@ -98,21 +118,33 @@ async fn password_resets_are_accepted_tracked_and_rejected_when_malformed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_email");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_email"
+    );
 }
 
 #[tokio::test]
 async fn unknown_addresses_get_the_same_answers_and_statuses() {
     let sim = simulator().await;
     let client = client_for(&sim.url, Arc::new(MemoryStore::new()));
-    let known = client.request_password_reset(&email("alice@example.com"), "k").await.unwrap();
-    let unknown = client.request_password_reset(&email("nobody@example.com"), "u").await.unwrap();
+    let known = client
+        .request_password_reset(&email("alice@example.com"), "k")
+        .await
+        .unwrap();
+    let unknown = client
+        .request_password_reset(&email("nobody@example.com"), "u")
+        .await
+        .unwrap();
     assert_eq!(known.status, unknown.status);
     let (a, b) = (
         client.reset_status(&known.reset_id).await.unwrap(),
         client.reset_status(&unknown.reset_id).await.unwrap(),
     );
-    assert_eq!((a.status.as_str(), a.recipient_domain.as_str()), (b.status.as_str(), b.recipient_domain.as_str()));
+    assert_eq!(
+        (a.status.as_str(), a.recipient_domain.as_str()),
+        (b.status.as_str(), b.recipient_domain.as_str())
+    );
 }
 
 #[tokio::test]
@@ -130,7 +162,9 @@ async fn too_many_resets_for_one_address_get_429_with_retry_after() {
         .await
         .unwrap_err();
     match err {
-        ApiError::RateLimited { retry_after_secs } => assert!(retry_after_secs > 3000, "{retry_after_secs}"),
+        ApiError::RateLimited { retry_after_secs } => {
+            assert!(retry_after_secs > 3000, "{retry_after_secs}")
+        }
         other => panic!("expected a rate limit, got {other}"),
     }
 }
@@ -139,46 +173,96 @@ async fn too_many_resets_for_one_address_get_429_with_retry_after() {
 async fn verification_codes_confirm_expire_and_run_out_of_attempts() {
     let sim = simulator().await;
     let client = client_for(&sim.url, Arc::new(MemoryStore::new()));
-    let started = client.start_verification(&email("alice@example.com"), "v1").await.unwrap();
+    let started = client
+        .start_verification(&email("alice@example.com"), "v1")
+        .await
+        .unwrap();
     assert!(started.verification_id.starts_with("ver_"));
     let outbox = admin(&sim, reqwest::Method::GET, "/_sim/outbox", None).await;
     let code = outbox[0]["code"].as_str().unwrap().to_string();
     let wrong = OneTimeCode::parse(if code == "999999" { "111111" } else { "999999" }).unwrap();
-    let r = client.confirm_verification(&started.verification_id, &wrong, "c1").await.unwrap();
+    let r = client
+        .confirm_verification(&started.verification_id, &wrong, "c1")
+        .await
+        .unwrap();
     assert!(!r.verified);
     assert_eq!(r.attempts_left, Some(4));
     let r = client
-        .confirm_verification(&started.verification_id, &OneTimeCode::parse(&code).unwrap(), "c2")
+        .confirm_verification(
+            &started.verification_id,
+            &OneTimeCode::parse(&code).unwrap(),
+            "c2",
+        )
         .await
         .unwrap();
     assert!(r.verified);
     assert_eq!(r.account_id.as_deref(), Some("acc_alice"));
 
     // Five wrong tries use a code up.
-    let other = client.start_verification(&email("bob@example.com"), "v2").await.unwrap();
+    let other = client
+        .start_verification(&email("bob@example.com"), "v2")
+        .await
+        .unwrap();
     for i in 0..5 {
-        client.confirm_verification(&other.verification_id, &wrong, &format!("w{i}")).await.unwrap();
+        client
+            .confirm_verification(&other.verification_id, &wrong, &format!("w{i}"))
+            .await
+            .unwrap();
     }
-    let err = client.confirm_verification(&other.verification_id, &wrong, "w5").await.unwrap_err();
-    assert!(matches!(err, ApiError::Rejected { status: 410, .. }), "{err}");
+    let err = client
+        .confirm_verification(&other.verification_id, &wrong, "w5")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::Rejected { status: 410, .. }),
+        "{err}"
+    );
 
     // Ten minutes later a code has expired.
-    let late = client.start_verification(&email("carol@example.com"), "v3").await.unwrap();
-    admin(&sim, reqwest::Method::POST, "/_sim/clock", Some(serde_json::json!({"advance_secs": 601}))).await;
-    let err = client.confirm_verification(&late.verification_id, &wrong, "l1").await.unwrap_err();
-    assert!(matches!(err, ApiError::Rejected { status: 410, ref code } if code == "expired"), "{err}");
+    let late = client
+        .start_verification(&email("carol@example.com"), "v3")
+        .await
+        .unwrap();
+    admin(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/clock",
+        Some(serde_json::json!({"advance_secs": 601})),
+    )
+    .await;
+    let err = client
+        .confirm_verification(&late.verification_id, &wrong, "l1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::Rejected { status: 410, ref code } if code == "expired"),
+        "{err}"
+    );
 }
 
 async fn verified_client(sim: &RunningSim, who: &str) -> AccountClient {
     let client = client_for(&sim.url, Arc::new(MemoryStore::new()));
-    let started = client.start_verification(&email(&format!("{who}@example.com")), "vv").await.unwrap();
+    let started = client
+        .start_verification(&email(&format!("{who}@example.com")), "vv")
+        .await
+        .unwrap();
     let outbox = admin(sim, reqwest::Method::GET, "/_sim/outbox", None).await;
-    let code = outbox.as_array().unwrap().iter().rev().find(|m| m["to"] == format!("{who}@example.com")).unwrap()["code"]
+    let code = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["to"] == format!("{who}@example.com"))
+        .unwrap()["code"]
         .as_str()
         .unwrap()
         .to_string();
     let r = client
-        .confirm_verification(&started.verification_id, &OneTimeCode::parse(&code).unwrap(), "cc")
+        .confirm_verification(
+            &started.verification_id,
+            &OneTimeCode::parse(&code).unwrap(),
+            "cc",
+        )
         .await
         .unwrap();
     assert!(r.verified);
@@ -191,7 +275,10 @@ async fn login_status_needs_a_recent_confirmation_and_reports_locks() {
     let client = client_for(&sim.url, Arc::new(MemoryStore::new()));
     let bob = AccountId::parse("acc_bob").unwrap();
     let err = client.login_status(&bob).await.unwrap_err();
-    assert!(matches!(err, ApiError::Rejected { status: 403, ref code } if code == "not_verified"), "{err}");
+    assert!(
+        matches!(err, ApiError::Rejected { status: 403, ref code } if code == "not_verified"),
+        "{err}"
+    );
     let client = verified_client(&sim, "bob").await;
     let s = client.login_status(&bob).await.unwrap();
     assert!(s.locked_until.is_some());
@@ -199,7 +286,13 @@ async fn login_status_needs_a_recent_confirmation_and_reports_locks() {
     assert!(s.two_factor.enabled);
     assert!(!s.recent_logins.is_empty());
     // Thirty minutes later the confirmation no longer counts.
-    admin(&sim, reqwest::Method::POST, "/_sim/clock", Some(serde_json::json!({"advance_secs": 1801}))).await;
+    admin(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/clock",
+        Some(serde_json::json!({"advance_secs": 1801})),
+    )
+    .await;
     assert!(client.login_status(&bob).await.is_err());
 }
 
@@ -208,22 +301,43 @@ async fn two_factor_diagnosis_finds_the_clock_drift_and_spends_the_code() {
     let sim = simulator().await;
     let client = verified_client(&sim, "alice").await;
     let alice = AccountId::parse("acc_alice").unwrap();
-    let code = admin(&sim, reqwest::Method::GET, "/_sim/totp/acc_alice?drift_steps=-3", None).await["code"]
+    let code = admin(
+        &sim,
+        reqwest::Method::GET,
+        "/_sim/totp/acc_alice?drift_steps=-3",
+        None,
+    )
+    .await["code"]
         .as_str()
         .unwrap()
         .to_string();
     let code = OneTimeCode::parse(&code).unwrap();
-    let d = client.diagnose_two_factor(&alice, &code, "d1").await.unwrap();
+    let d = client
+        .diagnose_two_factor(&alice, &code, "d1")
+        .await
+        .unwrap();
     assert!(d.matches);
     assert_eq!(d.drift_steps, Some(-3));
     // Spent: a second, separate diagnosis of the same code finds nothing.
-    let again = client.diagnose_two_factor(&alice, &code, "d2").await.unwrap();
+    let again = client
+        .diagnose_two_factor(&alice, &code, "d2")
+        .await
+        .unwrap();
     assert!(!again.matches);
-    let far = admin(&sim, reqwest::Method::GET, "/_sim/totp/acc_alice?drift_steps=12", None).await["code"]
+    let far = admin(
+        &sim,
+        reqwest::Method::GET,
+        "/_sim/totp/acc_alice?drift_steps=12",
+        None,
+    )
+    .await["code"]
         .as_str()
         .unwrap()
         .to_string();
-    let d = client.diagnose_two_factor(&alice, &OneTimeCode::parse(&far).unwrap(), "d3").await.unwrap();
+    let d = client
+        .diagnose_two_factor(&alice, &OneTimeCode::parse(&far).unwrap(), "d3")
+        .await
+        .unwrap();
     assert!(!d.matches, "beyond ±10 steps");
 }
 
@@ -232,13 +346,25 @@ async fn staff_can_unlock_an_account_and_reset_two_factor() {
     let sim = simulator().await;
     let client = verified_client(&sim, "bob").await;
     let bob = AccountId::parse("acc_bob").unwrap();
-    let u = client.unlock(&bob, "staff-7", "verified by phone", "u1").await.unwrap();
+    let u = client
+        .unlock(&bob, "staff-7", "verified by phone", "u1")
+        .await
+        .unwrap();
     assert_eq!(u.locked_until, None);
     assert_eq!(client.login_status(&bob).await.unwrap().locked_until, None);
-    let r = client.reset_two_factor(&bob, "staff-7", "lost phone, identity checked", "t1").await.unwrap();
+    let r = client
+        .reset_two_factor(&bob, "staff-7", "lost phone, identity checked", "t1")
+        .await
+        .unwrap();
     assert!(!r.enabled);
-    let err = client.unlock(&bob, "staff-7", "  ", "u2").await.unwrap_err();
-    assert!(matches!(err, ApiError::Rejected { status: 422, ref code } if code == "reason_required"), "{err}");
+    let err = client
+        .unlock(&bob, "staff-7", "  ", "u2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::Rejected { status: 422, ref code } if code == "reason_required"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -246,14 +372,27 @@ async fn one_idempotency_scope_sends_one_mail_however_often_it_is_called() {
     let sim = simulator().await;
     let store = Arc::new(MemoryStore::new());
     let client = client_for(&sim.url, store.clone());
-    let a = client.request_password_reset(&email("alice@example.com"), "same-click").await.unwrap();
-    let b = client.request_password_reset(&email("alice@example.com"), "same-click").await.unwrap();
+    let a = client
+        .request_password_reset(&email("alice@example.com"), "same-click")
+        .await
+        .unwrap();
+    let b = client
+        .request_password_reset(&email("alice@example.com"), "same-click")
+        .await
+        .unwrap();
     assert_eq!(a, b);
     // After a crash the response may be unrecorded: the stored key alone
     // still makes the service answer the same and send nothing new.
-    let key = store.idempotency_record("same-click", "unused", 0).await.unwrap().key;
+    let key = store
+        .idempotency_record("same-click", "unused", 0)
+        .await
+        .unwrap()
+        .key;
     let replay_store = Arc::new(MemoryStore::new());
-    replay_store.idempotency_record("same-click", &key, 0).await.unwrap();
+    replay_store
+        .idempotency_record("same-click", &key, 0)
+        .await
+        .unwrap();
     let replayed = client_for(&sim.url, replay_store)
         .request_password_reset(&email("alice@example.com"), "same-click")
         .await
@@ -262,19 +401,39 @@ async fn one_idempotency_scope_sends_one_mail_however_often_it_is_called() {
     let outbox = admin(&sim, reqwest::Method::GET, "/_sim/outbox", None).await;
     assert_eq!(outbox.as_array().unwrap().len(), 1);
     let stats = admin(&sim, reqwest::Method::GET, "/_sim/stats", None).await;
-    assert_eq!(stats["requests"]["POST /v1/password-resets"], 2, "the recorded response spared one call");
+    assert_eq!(
+        stats["requests"]["POST /v1/password-resets"], 2,
+        "the recorded response spared one call"
+    );
 }
 
 #[tokio::test]
 async fn the_status_page_is_served_in_statuspage_v2_format() {
     let sim = simulator().await;
-    let raw: Value = reqwest::get(format!("{}/api/v2/summary.json", sim.url)).await.unwrap().json().await.unwrap();
-    for key in ["page", "status", "components", "incidents", "scheduled_maintenances"] {
+    let raw: Value = reqwest::get(format!("{}/api/v2/summary.json", sim.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for key in [
+        "page",
+        "status",
+        "components",
+        "incidents",
+        "scheduled_maintenances",
+    ] {
         assert!(raw.get(key).is_some(), "{key}");
     }
     assert_eq!(raw["status"]["indicator"], "none");
     assert_eq!(raw["status"]["description"], "All Systems Operational");
-    assert!(raw["components"].as_array().unwrap().iter().all(|c| c["status"] == "operational"));
+    assert!(
+        raw["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "operational")
+    );
 
     let created = admin(
         &sim,
@@ -289,7 +448,12 @@ async fn the_status_page_is_served_in_statuspage_v2_format() {
     let incident = &summary.incidents[0];
     assert_eq!(incident.status, "investigating");
     assert_eq!(incident.incident_updates[0].body, "Investigating.");
-    assert!(summary.components.iter().any(|c| c.name == "Login" && c.status == "major_outage"));
+    assert!(
+        summary
+            .components
+            .iter()
+            .any(|c| c.name == "Login" && c.status == "major_outage")
+    );
     let report = summary.report(&["Login".to_string()]);
     assert!(report.login_affected);
 
@@ -344,10 +508,13 @@ impl Respond for Script {
 }
 
 fn accepted() -> ResponseTemplate {
-    ResponseTemplate::new(202).set_body_json(serde_json::json!({"reset_id": "rst_1", "status": "queued"}))
+    ResponseTemplate::new(202)
+        .set_body_json(serde_json::json!({"reset_id": "rst_1", "status": "queued"}))
 }
 
-async fn scripted(replies: Vec<ResponseTemplate>) -> (MockServer, Arc<Mutex<Vec<(Instant, Option<String>)>>>) {
+async fn scripted(
+    replies: Vec<ResponseTemplate>,
+) -> (MockServer, Arc<Mutex<Vec<(Instant, Option<String>)>>>) {
     let server = MockServer::start().await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
@@ -363,14 +530,25 @@ async fn scripted(replies: Vec<ResponseTemplate>) -> (MockServer, Arc<Mutex<Vec<
 
 #[tokio::test]
 async fn a_5xx_is_retried_with_the_same_idempotency_key() {
-    let (server, seen) = scripted(vec![ResponseTemplate::new(503), ResponseTemplate::new(500), accepted()]).await;
+    let (server, seen) = scripted(vec![
+        ResponseTemplate::new(503),
+        ResponseTemplate::new(500),
+        accepted(),
+    ])
+    .await;
     let client = client_for(&server.uri(), Arc::new(MemoryStore::new()));
-    let r = client.request_password_reset(&email("a@b.co"), "retry-me").await.unwrap();
+    let r = client
+        .request_password_reset(&email("a@b.co"), "retry-me")
+        .await
+        .unwrap();
     assert_eq!(r.reset_id, "rst_1");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3);
     let key = seen[0].1.clone().expect("an Idempotency-Key is sent");
-    assert!(seen.iter().all(|(_, k)| k.as_deref() == Some(key.as_str())), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, k)| k.as_deref() == Some(key.as_str())),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -380,7 +558,10 @@ async fn client_errors_are_not_retried() {
     )])
     .await;
     let client = client_for(&server.uri(), Arc::new(MemoryStore::new()));
-    let err = client.request_password_reset(&email("a@b.co"), "once").await.unwrap_err();
+    let err = client
+        .request_password_reset(&email("a@b.co"), "once")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("invalid_email"));
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
@@ -393,19 +574,39 @@ async fn retry_after_on_429_is_honoured() {
     ])
     .await;
     let client = client_for(&server.uri(), Arc::new(MemoryStore::new()));
-    client.request_password_reset(&email("a@b.co"), "wait").await.unwrap();
+    client
+        .request_password_reset(&email("a@b.co"), "wait")
+        .await
+        .unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     let gap = seen[1].0 - seen[0].0;
-    assert!(gap >= Duration::from_millis(1000), "nothing was sent inside the window: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(1000),
+        "nothing was sent inside the window: {gap:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_long_retry_after_is_handed_back_instead_of_waited_out() {
-    let (server, seen) = scripted(vec![ResponseTemplate::new(429).insert_header("Retry-After", "120")]).await;
+    let (server, seen) = scripted(vec![
+        ResponseTemplate::new(429).insert_header("Retry-After", "120"),
+    ])
+    .await;
     let client = client_for(&server.uri(), Arc::new(MemoryStore::new()));
-    let err = client.request_password_reset(&email("a@b.co"), "later").await.unwrap_err();
-    assert!(matches!(err, ApiError::RateLimited { retry_after_secs: 120 }), "{err}");
+    let err = client
+        .request_password_reset(&email("a@b.co"), "later")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::RateLimited {
+                retry_after_secs: 120
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
@@ -418,18 +619,34 @@ async fn the_circuit_opens_and_makes_no_calls_while_open() {
         breaker_open_for: Duration::from_secs(60),
         ..options()
     };
-    let client = AccountClient::new(&server.uri(), &SecretString::from(TOKEN), opts, Arc::new(MemoryStore::new())).unwrap();
+    let client = AccountClient::new(
+        &server.uri(),
+        &SecretString::from(TOKEN),
+        opts,
+        Arc::new(MemoryStore::new()),
+    )
+    .unwrap();
     for i in 0..3 {
-        let err = client.request_password_reset(&email("a@b.co"), &format!("f{i}")).await.unwrap_err();
+        let err = client
+            .request_password_reset(&email("a@b.co"), &format!("f{i}"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ApiError::Unavailable(_)), "{err}");
     }
     assert_eq!(client.breaker().state(), BreakerState::Open);
     let calls_when_opened = seen.lock().unwrap().len();
     for i in 0..5 {
-        let err = client.request_password_reset(&email("a@b.co"), &format!("o{i}")).await.unwrap_err();
+        let err = client
+            .request_password_reset(&email("a@b.co"), &format!("o{i}"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ApiError::CircuitOpen), "{err}");
     }
-    assert_eq!(seen.lock().unwrap().len(), calls_when_opened, "zero calls while open");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        calls_when_opened,
+        "zero calls while open"
+    );
 }
 
 #[tokio::test]
@@ -449,7 +666,11 @@ async fn a_request_that_never_answers_gets_the_user_a_fallback_within_three_seco
         Arc::new(actions),
         EngineConfig::from_settings(&recoverbot::config::Settings::default()),
     );
-    let key = recoverbot::domain::ConversationKey::new(recoverbot::domain::ChannelKind::Console, "c", "hang");
+    let key = recoverbot::domain::ConversationKey::new(
+        recoverbot::domain::ChannelKind::Console,
+        "c",
+        "hang",
+    );
     let say = |text: &str| Inbound {
         key: key.clone(),
         event_id: None,
@@ -461,7 +682,11 @@ async fn a_request_that_never_answers_gets_the_user_a_fallback_within_three_seco
     engine.handle(say("Send me a reset link")).await.unwrap();
     let started = Instant::now();
     let r = engine.handle(say("alice@example.com")).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(r.step, "service_down");
     assert!(r.buttons().iter().any(|b| b.label == "Try again"));
 }
@@ -489,12 +714,24 @@ fn transport_errors_never_reveal_the_token_in_errors_debug_or_logs() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut texts = Vec::new();
         // Nothing listens on port 1; then a server that sends garbage.
-        let closed = AccountClient::new("http://127.0.0.1:1", &SecretString::from(TOKEN), options(), Arc::new(MemoryStore::new())).unwrap();
-        let err = closed.request_password_reset(&email("a@b.co"), "t").await.unwrap_err();
+        let closed = AccountClient::new(
+            "http://127.0.0.1:1",
+            &SecretString::from(TOKEN),
+            options(),
+            Arc::new(MemoryStore::new()),
+        )
+        .unwrap();
+        let err = closed
+            .request_password_reset(&email("a@b.co"), "t")
+            .await
+            .unwrap_err();
         texts.push(format!("{err} {err:?} {closed:?}"));
         let server = MockServer::start().await;
         Mock::given(method("GET"))

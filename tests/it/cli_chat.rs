@@ -20,7 +20,12 @@ fn chat(dir: &std::path::Path, args: &[&str], input: &str) -> (String, String, O
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -59,7 +64,10 @@ fn a_piped_session_walks_from_forgot_password_to_the_feedback_question() {
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
-    assert!(dir.path().join("data/recoverbot.db").exists(), "the embedded default database");
+    assert!(
+        dir.path().join("data/recoverbot.db").exists(),
+        "the embedded default database"
+    );
 }
 
 #[test]
@@ -77,16 +85,30 @@ fn jsonl_mode_reads_and_writes_one_json_object_per_line() {
     .join("\n");
     let (out, err, code) = chat(dir.path(), &["--jsonl", "--user", "script-1"], &script);
     assert_eq!(code, Some(0), "{err}");
-    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let replies: Vec<&Value> = lines.iter().filter(|l| l.get("text").is_some()).collect();
     assert_eq!(replies[0]["flow"], "password_reset");
     assert_eq!(replies[0]["step"], "start");
     assert_eq!(replies[0]["buttons"][0], "Send me a reset link");
     assert_eq!(replies[2]["step"], "sent");
-    assert_eq!(replies[4]["step"], "bounced", "the delivery status is reported");
+    assert_eq!(
+        replies[4]["step"], "bounced",
+        "the delivery status is reported"
+    );
     assert!(replies[5]["error"].as_str().unwrap().contains("no button"));
-    assert!(replies[6]["error"].as_str().unwrap().contains("bad input line"));
-    let mails: Vec<&Value> = lines.iter().filter(|l| l.get("simulator_mail").is_some()).collect();
+    assert!(
+        replies[6]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad input line")
+    );
+    let mails: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("simulator_mail").is_some())
+        .collect();
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0]["simulator_mail"]["to"], "dave@example.com");
 }
@@ -94,14 +116,33 @@ fn jsonl_mode_reads_and_writes_one_json_object_per_line() {
 #[test]
 fn users_have_separate_conversations_over_one_database() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, _, _) = chat(dir.path(), &["--jsonl", "--user", "a"], r#"{"text": "I forgot my password"}"#);
+    let (out, _, _) = chat(
+        dir.path(),
+        &["--jsonl", "--user", "a"],
+        r#"{"text": "I forgot my password"}"#,
+    );
     assert!(out.contains(r#""step":"start""#));
-    let (out, _, _) = chat(dir.path(), &["--jsonl", "--user", "b"], r#"{"text": "hello"}"#);
+    let (out, _, _) = chat(
+        dir.path(),
+        &["--jsonl", "--user", "b"],
+        r#"{"text": "hello"}"#,
+    );
     assert!(out.contains(r#""flow":"main""#), "{out}");
     // User a carries on where they were.
-    let (out, _, _) = chat(dir.path(), &["--jsonl", "--user", "a"], r#"{"press": "Send me a reset link"}"#);
-    assert!(out.contains("no button"), "a press needs a reply in this run: {out}");
-    let (out, _, _) = chat(dir.path(), &["--jsonl", "--user", "a"], r#"{"text": "Send me a reset link"}"#);
+    let (out, _, _) = chat(
+        dir.path(),
+        &["--jsonl", "--user", "a"],
+        r#"{"press": "Send me a reset link"}"#,
+    );
+    assert!(
+        out.contains("no button"),
+        "a press needs a reply in this run: {out}"
+    );
+    let (out, _, _) = chat(
+        dir.path(),
+        &["--jsonl", "--user", "a"],
+        r#"{"text": "Send me a reset link"}"#,
+    );
     assert!(out.contains(r#""step":"ask_email""#), "{out}");
 }
 
@@ -117,7 +158,10 @@ fn a_pasted_password_never_reaches_the_database_file() {
         bytes.extend(wal);
     }
     assert!(!bytes.windows(14).any(|w| w == b"Tr0ub4dor&3xyz"));
-    assert!(bytes.windows(19).any(|w| w == b"[redacted password]"), "the redacted transcript is there");
+    assert!(
+        bytes.windows(19).any(|w| w == b"[redacted password]"),
+        "the redacted transcript is there"
+    );
 }
 
 #[test]
@@ -131,7 +175,12 @@ fn flows_check_accepts_the_default_flows_and_graph_draws_them() {
         .arg(&flows)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for format in ["mermaid", "dot"] {
         let out = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
             .current_dir(dir.path())
@@ -143,7 +192,10 @@ fn flows_check_accepts_the_default_flows_and_graph_draws_them() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success());
         assert!(text.contains("password_reset__check_inbox"), "{format}");
-        assert!(text.contains("Send me a reset link"), "{format}: buttons are drawn");
+        assert!(
+            text.contains("Send me a reset link"),
+            "{format}: buttons are drawn"
+        );
     }
 }
 
