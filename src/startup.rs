@@ -8,7 +8,7 @@ use crate::account_api::{AccountClient, ApiActions, ClientOptions};
 use crate::config::Settings;
 use crate::engine::{AccountActions, Engine, EngineConfig};
 use crate::flow::{self, Diagnostic};
-use crate::store::{self, OpenError, SqlStore};
+use crate::store::{self, Database, OpenError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub enum AccountMode {
 
 pub struct App {
     pub settings: Settings,
-    pub store: Arc<SqlStore>,
+    pub store: Arc<dyn Database>,
     pub engine: Arc<Engine>,
     /// The in-process simulator, when the bot runs against it.
     pub simulator: Option<RunningSim>,
@@ -60,7 +60,7 @@ impl App {
     /// Opens the database, loads the flows, connects the account service.
     pub async fn build(settings: Settings, mode: AccountMode) -> Result<Self, StartError> {
         let flows = flow::load_dir(&settings.engine.flows_dir).map_err(StartError::Flows)?;
-        let store = Arc::new(store::open(&settings.database).await?);
+        let store = store::open(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
         }
@@ -93,7 +93,7 @@ impl App {
 async fn account_actions(
     settings: &Settings,
     mode: AccountMode,
-    store: Arc<SqlStore>,
+    store: Arc<dyn Database>,
 ) -> Result<(Arc<dyn AccountActions>, Option<RunningSim>, String), StartError> {
     let api = &settings.account_api;
     let use_sim =
@@ -175,11 +175,11 @@ pub async fn shutdown_signal() {
 /// Deletes what has outlived its purpose, every hour, until shutdown:
 /// dedupe records, old transcripts, spent idempotency records, rate windows.
 pub async fn purge_periodically(
-    store: Arc<SqlStore>,
+    store: Arc<dyn Database>,
     settings: Settings,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
-    use crate::engine::ports::{ConversationStore, PurgeBefore};
+    use crate::engine::ports::PurgeBefore;
     let hour = 3_600_000i64;
     loop {
         let now = crate::domain::now_millis();

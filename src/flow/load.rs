@@ -100,3 +100,18 @@ impl Fnv64 {
         self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
     }
 }
+
+/// Parses and checks one file's text on its own (for the fuzzer and tools).
+pub fn check_text(name: &str, text: &str) -> Result<FlowSet, Vec<Diagnostic>> {
+    let file = parse_flow_file(text).map_err(|message| {
+        vec![Diagnostic {
+            file: PathBuf::from(name),
+            step: None,
+            message,
+            hint: None,
+        }]
+    })?;
+    let mut hasher = Fnv64::default();
+    hasher.write(text.as_bytes());
+    check_and_compile(&[(PathBuf::from(name), file)], format!("{:016x}", hasher.0))
+}

@@ -10,5 +10,5 @@ pub mod load;
 pub mod model;
 
 pub use check::Diagnostic;
-pub use load::{load_dir, parse_flow_file};
+pub use load::{check_text, load_dir, parse_flow_file};
 pub use model::{FlowSet, Target, normalize};

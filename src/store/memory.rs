@@ -2,7 +2,7 @@
 //! the SQL store (dedupe, optimistic concurrency, fixed rate windows). For
 //! tests and the engine-alone benchmark; it keeps nothing across restarts.
 
-use super::sql::decide;
+use super::{decide, window};
 use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
@@ -204,9 +204,7 @@ impl RateLimitStore for MemoryStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let window_ms = i64::try_from(window_secs.max(1) * 1000).unwrap_or(i64::MAX);
-        let start = now - now.rem_euclid(window_ms);
-        let end = start.saturating_add(window_ms);
+        let (start, end) = window(window_secs, now);
         let mut t = self.tables();
         let entry = t
             .counters

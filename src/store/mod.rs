@@ -1,23 +1,28 @@
-//! Storage: the engine's storage ports on SQLite and PostgreSQL (one
-//! [`SqlStore`] over sqlx's `Any` driver, running the same SQL text on both)
-//! and in memory ([`MemoryStore`], for tests and benchmarks).
-//!
-//! SQLite is the embedded default: one file, WAL mode, created on first run.
-//! Writes to it go through one in-process writer lock and `BEGIN IMMEDIATE`,
-//! so concurrent turns queue instead of failing with `SQLITE_BUSY`; another
-//! process on the same file waits up to `database.busy_timeout_ms`.
-//! PostgreSQL serves several instances; migrations take an advisory lock, so
-//! instances starting together do not race.
+//! Storage: the engine's storage ports on SQLite ([`SqliteStore`], the
+//! embedded default), PostgreSQL ([`PostgresStore`], for several instances)
+//! and in memory ([`MemoryStore`], for tests and benchmarks). Both SQL
+//! backends run the same SQL text ([`queries`]) and keep their migrations in
+//! step (`migrations/sqlite`, `migrations/postgres`).
 
 mod memory;
-mod sql;
+mod postgres;
+pub mod queries;
+mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sql::SqlStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::domain::Millis;
+use crate::engine::ports::{RateDecision, Store};
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 
-/// Which SQL dialect a [`SqlStore`] talks.
+pub(crate) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Which SQL database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -31,6 +36,16 @@ impl Backend {
             Self::Postgres => "postgres",
         }
     }
+}
+
+/// A store backed by a real database: the ports plus its upkeep.
+#[async_trait]
+pub trait Database: Store {
+    fn backend(&self) -> Backend;
+    /// Applies pending migrations; a second call changes nothing.
+    async fn migrate(&self) -> Result<MigrationReport, OpenError>;
+    /// Finishes pending work and closes connections.
+    async fn close(&self);
 }
 
 /// Opening or migrating the database failed. Messages never contain the
@@ -64,15 +79,45 @@ pub struct MigrationReport {
 }
 
 /// Opens the database named by the settings, without migrating.
-pub async fn open(settings: &DatabaseSettings) -> Result<SqlStore, OpenError> {
-    let parsed = settings.parsed_url().map_err(OpenError::BadUrl)?;
-    if let DatabaseUrl::Sqlite { path: Some(path) } = &parsed
-        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir {
-            path: path.display().to_string(),
-            reason: e.kind().to_string(),
-        })?;
+pub async fn open(settings: &DatabaseSettings) -> Result<std::sync::Arc<dyn Database>, OpenError> {
+    match settings.parsed_url().map_err(OpenError::BadUrl)? {
+        DatabaseUrl::Sqlite { path } => {
+            if let Some(dir) = path
+                .as_deref()
+                .and_then(|p| p.parent())
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir {
+                    path: dir.display().to_string(),
+                    reason: e.kind().to_string(),
+                })?;
+            }
+            Ok(std::sync::Arc::new(SqliteStore::open(
+                path.as_deref(),
+                settings.busy_timeout_ms,
+            )?))
+        }
+        DatabaseUrl::Postgres => Ok(std::sync::Arc::new(PostgresStore::connect(settings).await?)),
     }
-    SqlStore::connect(settings, &parsed).await
+}
+
+/// The fixed window `[start, end)` containing `now`.
+pub(crate) fn window(window_secs: u64, now: Millis) -> (Millis, Millis) {
+    let window_ms = i64::try_from(window_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
+    let start = now - now.rem_euclid(window_ms);
+    (start, start.saturating_add(window_ms))
+}
+
+/// Whether `hits` in the window stayed within `limit`.
+pub(crate) fn decide(hits: i64, limit: u32, window_end: Millis, now: Millis) -> RateDecision {
+    if hits <= i64::from(limit) {
+        RateDecision::Allowed {
+            remaining: u32::try_from(i64::from(limit) - hits).unwrap_or(0),
+        }
+    } else {
+        let ms = (window_end - now).max(0);
+        RateDecision::Limited {
+            retry_after_secs: u64::try_from((ms + 999) / 1000).unwrap_or(1).max(1),
+        }
+    }
 }

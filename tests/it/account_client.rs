@@ -484,10 +484,13 @@ async fn the_admin_endpoints_need_their_own_token() {
 
 // ---- fault-injecting fakes ------------------------------------------------
 
+/// When each request arrived, and its Idempotency-Key.
+type Seen = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
+
 /// Answers from a script, one response per request, recording each request.
 struct Script {
     replies: Mutex<Vec<ResponseTemplate>>,
-    seen: Arc<Mutex<Vec<(Instant, Option<String>)>>>,
+    seen: Seen,
 }
 
 impl Respond for Script {

@@ -261,7 +261,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let db = crate::support::db::SqliteDb::new();
-            let store = Arc::new(db.open().await);
+            let store = db.open().await;
             let result = run_ops(flows, store.clone(), ops).await;
             store.close().await;
             result

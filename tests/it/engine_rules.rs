@@ -4,7 +4,6 @@
 use crate::support::bot::{TestBot, at, flows_dir, test_settings, text};
 use crate::support::db::SqliteDb;
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
-use recoverbot::engine::ports::ConversationStore;
 use recoverbot::engine::{Clock, Engine, EngineConfig, Inbound, Input, NoAccountService, Outbound};
 use recoverbot::store::MemoryStore;
 use std::sync::Arc;

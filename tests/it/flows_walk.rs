@@ -2,7 +2,6 @@
 //! against the account simulator over real HTTP.
 
 use crate::support::bot::{TestBot, at, labels, text};
-use recoverbot::engine::ports::ConversationStore;
 
 #[tokio::test]
 async fn forgot_password_walks_through_reset_spam_delivery_and_feedback() {

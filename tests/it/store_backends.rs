@@ -3,11 +3,10 @@
 use crate::support::db::{PgDb, SqliteDb, on_each_backend, postgres_base_url};
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
 use recoverbot::engine::ports::{
-    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyStore, PurgeBefore, RateDecision, RateLimitStore, StoreError, StoredConversation,
-    TranscriptEntry, TurnCommit,
+    AuditEntry, Direction, EscalationRecord, FeedbackRecord, PurgeBefore, RateDecision, StoreError,
+    StoredConversation, TranscriptEntry, TurnCommit,
 };
-use recoverbot::store::SqlStore;
+use recoverbot::store::Database;
 use std::sync::Arc;
 
 fn key(user: &str) -> ConversationKey {
@@ -395,10 +394,10 @@ async fn fifty_concurrent_sqlite_writers_never_see_busy() {
     let db = SqliteDb::new();
     // Two independent pools on one file stand in for two processes: the
     // in-process writer lock cannot serialise them, SQLite's busy wait must.
-    let stores = [Arc::new(db.open().await), Arc::new(db.open().await)];
+    let stores = [db.open().await, db.open().await];
     let mut tasks = Vec::new();
     for writer in 0..50 {
-        let store: Arc<SqlStore> = stores[writer % 2].clone();
+        let store: Arc<dyn Database> = stores[writer % 2].clone();
         tasks.push(tokio::spawn(async move {
             let mut conflicts = 0u32;
             for i in 0..10 {
@@ -462,11 +461,13 @@ async fn postgres_instances_starting_together_do_not_race_on_migrations() {
     }
     let store = pg.open().await;
     let known = store.migrate().await.unwrap().known;
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(&pg.settings.url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(store.pool())
+        .fetch_one(&pool)
         .await
         .unwrap();
-    store.close().await;
+    pool.close().await;
     pg.drop_db().await;
     assert_eq!(rows as usize, known);
 }

@@ -5,7 +5,7 @@
 
 use futures::FutureExt;
 use recoverbot::config::DatabaseSettings;
-use recoverbot::store::{self, SqlStore};
+use recoverbot::store::{self, Database};
 use sqlx::{Connection, Executor};
 use std::future::Future;
 use std::io::Write;
@@ -52,7 +52,7 @@ impl SqliteDb {
         }
     }
 
-    pub async fn open(&self) -> SqlStore {
+    pub async fn open(&self) -> Arc<dyn Database> {
         let store = store::open(&self.settings).await.unwrap();
         store.migrate().await.unwrap();
         store
@@ -91,7 +91,7 @@ impl PgDb {
         }
     }
 
-    pub async fn open(&self) -> SqlStore {
+    pub async fn open(&self) -> Arc<dyn Database> {
         let store = store::open(&self.settings).await.unwrap();
         store.migrate().await.unwrap();
         store
@@ -115,17 +115,17 @@ impl PgDb {
 /// test panics.
 pub async fn on_each_backend<F, Fut>(name: &str, test: F)
 where
-    F: Fn(Arc<SqlStore>) -> Fut,
+    F: Fn(Arc<dyn Database>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let sqlite = SqliteDb::new();
-    let store = Arc::new(sqlite.open().await);
+    let store = sqlite.open().await;
     test(store.clone()).await;
     store.close().await;
 
     if let Some(base) = postgres_base_url(name) {
         let pg = PgDb::create(&base).await;
-        let store = Arc::new(pg.open().await);
+        let store = pg.open().await;
         let outcome = AssertUnwindSafe(test(store.clone())).catch_unwind().await;
         store.close().await;
         pg.drop_db().await;

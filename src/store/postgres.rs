@@ -1,0 +1,528 @@
+//! [`PostgresStore`]: the storage ports on PostgreSQL (sqlx), for running
+//! several instances against one database. The SQL is shared with the SQLite
+//! backend ([`super::queries`]); optimistic concurrency and `ON CONFLICT`
+//! keep instances from overwriting each other.
+
+use super::queries as q;
+use super::{Backend, Database, MigrationReport, OpenError};
+use crate::config::DatabaseSettings;
+use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use crate::engine::ports::{
+    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
+    IdempotencyRecord, IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision,
+    RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+};
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row};
+use std::time::Duration;
+
+/// The store on PostgreSQL.
+pub struct PostgresStore {
+    pool: AnyPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+fn backend_err(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl PostgresStore {
+    pub(super) async fn connect(settings: &DatabaseSettings) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
+            .connect(settings.url.trim())
+            .await
+            .map_err(|e| OpenError::Connect {
+                backend: "postgres",
+                reason: describe_connect_error(&e),
+            })?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<i64>, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+/// A connection error in one line, without the URL.
+fn describe_connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Configuration(_) => "the URL is not valid for this database".into(),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+fn conversation_from_row(
+    key: &ConversationKey,
+    row: &AnyRow,
+) -> Result<StoredConversation, StoreError> {
+    Ok(StoredConversation {
+        key: key.clone(),
+        flow: row.try_get(0).map_err(backend_err)?,
+        step: row.try_get(1).map_err(backend_err)?,
+        variables: row.try_get(2).map_err(backend_err)?,
+        state: row.try_get(3).map_err(backend_err)?,
+        flow_version: row.try_get(4).map_err(backend_err)?,
+        created_at: row.try_get(5).map_err(backend_err)?,
+        updated_at: row.try_get(6).map_err(backend_err)?,
+        version: row.try_get(7).map_err(backend_err)?,
+    })
+}
+
+#[async_trait]
+impl ConversationStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %key.channel))]
+    async fn load_conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<StoredConversation>, StoreError> {
+        let row = sqlx::query(q::LOAD_CONVERSATION)
+            .bind(key.channel.as_str())
+            .bind(&key.chat)
+            .bind(&key.user)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        row.map(|r| conversation_from_row(key, &r)).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %turn.conversation.key.channel))]
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
+        let c = &turn.conversation;
+        let key = &c.key;
+        let mut tx = self.pool.begin().await.map_err(backend_err)?;
+
+        if let Some(event) = &turn.event {
+            let inserted = sqlx::query(q::INSERT_EVENT)
+                .bind(key.channel.as_str())
+                .bind(event.as_str())
+                .bind(c.updated_at)
+                .bind(turn.reply.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?
+                .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::DuplicateEvent);
+            }
+        }
+
+        let new_version = c.version + 1;
+        let written = if c.version == 0 {
+            sqlx::query(q::INSERT_CONVERSATION)
+                .bind(key.channel.as_str())
+                .bind(&key.chat)
+                .bind(&key.user)
+                .bind(&c.flow)
+                .bind(&c.step)
+                .bind(&c.variables)
+                .bind(&c.state)
+                .bind(&c.flow_version)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *tx)
+                .await
+        } else {
+            sqlx::query(q::UPDATE_CONVERSATION)
+                .bind(&c.flow)
+                .bind(&c.step)
+                .bind(&c.variables)
+                .bind(&c.state)
+                .bind(&c.flow_version)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .bind(key.channel.as_str())
+                .bind(&key.chat)
+                .bind(&key.user)
+                .bind(c.version)
+                .execute(&mut *tx)
+                .await
+        }
+        .map_err(backend_err)?
+        .rows_affected();
+        if written == 0 {
+            return Err(StoreError::Conflict(key.clone()));
+        }
+
+        if !turn.transcript.is_empty() {
+            let mut sql = String::from(
+                "INSERT INTO transcript_entries (channel, chat_id, user_id, direction, text, at) VALUES ",
+            );
+            for i in 0..turn.transcript.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for e in &turn.transcript {
+                q = q
+                    .bind(key.channel.as_str())
+                    .bind(&key.chat)
+                    .bind(&key.user)
+                    .bind(e.direction.as_str())
+                    .bind(&e.text)
+                    .bind(e.at);
+            }
+            q.execute(&mut *tx).await.map_err(backend_err)?;
+        }
+
+        for entry in &turn.audit {
+            insert_audit(&mut *tx, entry).await?;
+        }
+        for e in &turn.escalations {
+            sqlx::query(q::INSERT_ESCALATION)
+                .bind(&e.id)
+                .bind(e.key.channel.as_str())
+                .bind(&e.key.chat)
+                .bind(&e.key.user)
+                .bind(&e.reason)
+                .bind(e.topic.clone())
+                .bind(e.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
+        for f in &turn.feedback {
+            sqlx::query(q::INSERT_FEEDBACK)
+                .bind(f.key.channel.as_str())
+                .bind(&f.key.chat)
+                .bind(&f.key.user)
+                .bind(&f.topic)
+                .bind(&f.answer)
+                .bind(f.at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
+
+        tx.commit().await.map_err(backend_err)?;
+        Ok(new_version)
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres", %channel))]
+    async fn processed_event(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+    ) -> Result<Option<ProcessedEvent>, StoreError> {
+        let row = sqlx::query(q::PROCESSED_EVENT)
+            .bind(channel.as_str())
+            .bind(event.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        row.map(|r| {
+            let delivered: Option<i64> = r.try_get(1).map_err(backend_err)?;
+            Ok(ProcessedEvent {
+                reply: r.try_get(0).map_err(backend_err)?,
+                delivered: delivered.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres", %channel))]
+    async fn mark_reply_delivered(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(q::MARK_DELIVERED)
+            .bind(at)
+            .bind(channel.as_str())
+            .bind(event.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %key.channel))]
+    async fn transcript(
+        &self,
+        key: &ConversationKey,
+        limit: u32,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let rows = sqlx::query(q::TRANSCRIPT)
+            .bind(key.channel.as_str())
+            .bind(&key.chat)
+            .bind(&key.user)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        let mut entries = rows
+            .iter()
+            .map(|r| {
+                let dir: String = r.try_get(0).map_err(backend_err)?;
+                Ok(TranscriptEntry {
+                    direction: Direction::parse(&dir)
+                        .ok_or_else(|| StoreError::Corrupt(format!("direction {dir:?}")))?,
+                    text: r.try_get(1).map_err(backend_err)?,
+                    at: r.try_get(2).map_err(backend_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
+        let rows = sqlx::query(q::RECENT_ESCALATIONS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EscalationRecord {
+                    id: r.try_get(0).map_err(backend_err)?,
+                    key: key_from_row(r, 1)?,
+                    reason: r.try_get(4).map_err(backend_err)?,
+                    topic: r.try_get(5).map_err(backend_err)?,
+                    created_at: r.try_get(6).map_err(backend_err)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
+        let rows = sqlx::query(q::RECENT_FEEDBACK)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedbackRecord {
+                    key: key_from_row(r, 0)?,
+                    topic: r.try_get(3).map_err(backend_err)?,
+                    answer: r.try_get(4).map_err(backend_err)?,
+                    at: r.try_get(5).map_err(backend_err)?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend_err)?;
+        let mut run = async |sql: &str, at: Millis| -> Result<u64, StoreError> {
+            Ok(sqlx::query(sql)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?
+                .rows_affected())
+        };
+        let report = PurgeReport {
+            processed_events: run(q::PURGE_EVENTS, before.processed_events).await?,
+            transcript_entries: run(q::PURGE_TRANSCRIPT, before.transcript).await?,
+            idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency).await?,
+            rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits).await?,
+        };
+        tx.commit().await.map_err(backend_err)?;
+        Ok(report)
+    }
+}
+
+/// A conversation key from three columns starting at `first`.
+fn key_from_row(row: &AnyRow, first: usize) -> Result<ConversationKey, StoreError> {
+    let channel: String = row.try_get(first).map_err(backend_err)?;
+    Ok(ConversationKey {
+        channel: ChannelKind::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel:?}")))?,
+        chat: row.try_get(first + 1).map_err(backend_err)?,
+        user: row.try_get(first + 2).map_err(backend_err)?,
+    })
+}
+
+async fn insert_audit<'c, E>(executor: E, entry: &AuditEntry) -> Result<(), StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query(q::INSERT_AUDIT)
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.subject)
+        .bind(&entry.detail)
+        .execute(executor)
+        .await
+        .map_err(backend_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl RateLimitStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn hit(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError> {
+        let (start, end) = super::window(window_secs, now);
+        let hits: i64 = sqlx::query_scalar(q::RATE_LIMIT_HIT)
+            .bind(bucket)
+            .bind(start)
+            .bind(end)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(super::decide(hits, limit, end, now))
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn idempotency_record(
+        &self,
+        scope: &str,
+        new_key: &str,
+        now: Millis,
+    ) -> Result<IdempotencyRecord, StoreError> {
+        {
+            sqlx::query(q::INSERT_IDEMPOTENCY)
+                .bind(scope)
+                .bind(new_key)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(backend_err)?;
+        }
+        let row = sqlx::query(q::IDEMPOTENCY)
+            .bind(scope)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(IdempotencyRecord {
+            key: row.try_get(0).map_err(backend_err)?,
+            response: row.try_get(1).map_err(backend_err)?,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn record_idempotent_response(
+        &self,
+        scope: &str,
+        response: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(q::RECORD_RESPONSE)
+            .bind(response)
+            .bind(now)
+            .bind(scope)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for PostgresStore {
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        insert_audit(&self.pool, &entry).await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(q::RECENT_AUDIT)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0).map_err(backend_err)?,
+                    actor: r.try_get(1).map_err(backend_err)?,
+                    action: r.try_get(2).map_err(backend_err)?,
+                    subject: r.try_get(3).map_err(backend_err)?,
+                    detail: r.try_get(4).map_err(backend_err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Database for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    /// Applies pending migrations under sqlx's advisory lock, so instances
+    /// starting together do not race; a second call changes nothing.
+    #[tracing::instrument(skip(self), fields(backend = "postgres"))]
+    async fn migrate(&self) -> Result<MigrationReport, OpenError> {
+        let err = |e: &dyn std::fmt::Display| OpenError::Migrate {
+            backend: "postgres",
+            reason: e.to_string(),
+        };
+        let before = self.applied_versions().await.map_err(|e| err(&e))?;
+        super::POSTGRES_MIGRATIONS
+            .run(&self.pool)
+            .await
+            .map_err(|e| err(&e))?;
+        let after = self.applied_versions().await.map_err(|e| err(&e))?;
+        Ok(MigrationReport {
+            backend: Backend::Postgres,
+            applied: after.into_iter().filter(|v| !before.contains(v)).collect(),
+            known: super::POSTGRES_MIGRATIONS.iter().count(),
+        })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,66 @@
+//! The SQL both backends run, written once. SQLite and PostgreSQL both
+//! accept `$n` placeholders, `ON CONFLICT`, `RETURNING` and `LIMIT $n`.
+
+pub const LOAD_CONVERSATION: &str = "SELECT flow, step, variables, state, flow_version, created_at, updated_at, version \
+     FROM conversations WHERE channel = $1 AND chat_id = $2 AND user_id = $3";
+
+pub const INSERT_EVENT: &str = "INSERT INTO processed_events (channel, event_id, processed_at, reply) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (channel, event_id) DO NOTHING";
+
+pub const INSERT_CONVERSATION: &str = "INSERT INTO conversations (channel, chat_id, user_id, flow, step, variables, state, \
+     flow_version, created_at, updated_at, version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1) \
+     ON CONFLICT (channel, chat_id, user_id) DO NOTHING";
+
+pub const UPDATE_CONVERSATION: &str = "UPDATE conversations SET flow = $1, step = $2, variables = $3, state = $4, \
+     flow_version = $5, created_at = $6, updated_at = $7, version = version + 1 \
+     WHERE channel = $8 AND chat_id = $9 AND user_id = $10 AND version = $11";
+
+pub const INSERT_TRANSCRIPT: &str = "INSERT INTO transcript_entries (channel, chat_id, user_id, direction, text, at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub const INSERT_ESCALATION: &str = "INSERT INTO escalation_requests (id, channel, chat_id, user_id, reason, topic, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub const INSERT_FEEDBACK: &str = "INSERT INTO feedback (channel, chat_id, user_id, topic, answer, at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub const INSERT_AUDIT: &str =
+    "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";
+
+pub const PROCESSED_EVENT: &str =
+    "SELECT reply, delivered_at FROM processed_events WHERE channel = $1 AND event_id = $2";
+
+pub const MARK_DELIVERED: &str = "UPDATE processed_events SET delivered_at = $1, reply = NULL \
+     WHERE channel = $2 AND event_id = $3";
+
+pub const TRANSCRIPT: &str = "SELECT direction, text, at FROM transcript_entries \
+     WHERE channel = $1 AND chat_id = $2 AND user_id = $3 ORDER BY id DESC LIMIT $4";
+
+pub const RECENT_ESCALATIONS: &str = "SELECT id, channel, chat_id, user_id, reason, topic, created_at \
+     FROM escalation_requests ORDER BY created_at DESC, id DESC LIMIT $1";
+
+pub const RECENT_FEEDBACK: &str =
+    "SELECT channel, chat_id, user_id, topic, answer, at FROM feedback ORDER BY at DESC LIMIT $1";
+
+pub const PURGE_EVENTS: &str = "DELETE FROM processed_events WHERE processed_at < $1";
+pub const PURGE_TRANSCRIPT: &str = "DELETE FROM transcript_entries WHERE at < $1";
+pub const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_records WHERE created_at < $1";
+pub const PURGE_RATE_LIMITS: &str = "DELETE FROM rate_limit_counters WHERE window_end < $1";
+
+pub const RATE_LIMIT_HIT: &str = "INSERT INTO rate_limit_counters (bucket, window_start, window_end, hits) \
+     VALUES ($1, $2, $3, 1) \
+     ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 \
+     RETURNING hits";
+
+pub const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (scope, idempotency_key, created_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (scope) DO NOTHING";
+
+pub const IDEMPOTENCY: &str =
+    "SELECT idempotency_key, response FROM idempotency_records WHERE scope = $1";
+
+pub const RECORD_RESPONSE: &str =
+    "UPDATE idempotency_records SET response = $1, completed_at = $2 WHERE scope = $3";
+
+pub const RECENT_AUDIT: &str =
+    "SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT $1";

@@ -1,0 +1,711 @@
+//! [`SqliteStore`]: the storage ports on a SQLite file (the embedded
+//! default), with rusqlite on one dedicated writer thread.
+//!
+//! Why a thread of our own: SQLite allows one writer at a time anyway, and
+//! running every operation where the connection lives avoids a thread
+//! hand-off per statement. Operations queue on a channel; the thread takes
+//! whatever has queued up and runs it as one transaction (group commit),
+//! each operation inside its own savepoint, so one operation's failure
+//! (a version conflict, a duplicate event) rolls back only that operation.
+//! Callers get their answer after the commit. Nobody else writes through
+//! this process, so `SQLITE_BUSY` only arises from another process, and the
+//! busy timeout absorbs it.
+//!
+//! The SQL text is the same as on PostgreSQL ([`super::queries`]).
+
+use super::queries as q;
+use super::{Backend, Database, MigrationReport, OpenError};
+use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use crate::engine::ports::{
+    AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
+    IdempotencyRecord, IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision,
+    RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Operations taken into one transaction at most.
+const MAX_BATCH: usize = 256;
+
+trait Job: Send {
+    /// Runs inside a savepoint; `false` rolls the savepoint back. The
+    /// returned function delivers the result once the batch has committed.
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Deliver);
+    fn fail(self: Box<Self>, error: String);
+}
+
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+struct FnJob<T, F> {
+    work: F,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for FnJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Deliver) {
+        let this = *self;
+        let result = (this.work)(conn);
+        let ok = result.is_ok();
+        let reply = this.reply;
+        (
+            ok,
+            Box::new(move |commit: Result<(), String>| {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Backend(e)),
+                });
+            }),
+        )
+    }
+
+    fn fail(self: Box<Self>, error: String) {
+        let _ = self.reply.send(Err(StoreError::Backend(error)));
+    }
+}
+
+enum Message {
+    Job(Box<dyn Job>),
+    Stop(tokio::sync::oneshot::Sender<()>),
+}
+
+pub struct SqliteStore {
+    sender: Mutex<Option<mpsc::Sender<Message>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the SQLite writer has stopped".into())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the file, or an in-memory database for
+    /// `None`, and starts the writer thread.
+    pub fn open(path: Option<&Path>, busy_timeout_ms: u64) -> Result<Self, OpenError> {
+        let connect_err = |e: rusqlite::Error| OpenError::Connect {
+            backend: "sqlite",
+            reason: e.to_string(),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match path {
+            Some(p) => Connection::open_with_flags(p, flags),
+            None => Connection::open_in_memory(),
+        }
+        .map_err(connect_err)?;
+        conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
+            .map_err(connect_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(connect_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(connect_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (tx, rx) = mpsc::channel::<Message>();
+        std::thread::Builder::new()
+            .name("recoverbot-sqlite".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| OpenError::Connect {
+                backend: "sqlite",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            sender: Mutex::new(Some(tx)),
+        })
+    }
+
+    /// Runs `work` on the writer thread, in the next batch.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Box::new(FnJob { work, reply });
+        {
+            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+            sender
+                .as_ref()
+                .ok_or_else(stopped)?
+                .send(Message::Job(job))
+                .map_err(|_| stopped())?;
+        }
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn writer(conn: Connection, rx: mpsc::Receiver<Message>) {
+    let mut pending = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let mut batch = Vec::new();
+        let mut stop = None;
+        match first {
+            Message::Job(j) => batch.push(j),
+            Message::Stop(done) => stop = Some(done),
+        }
+        while stop.is_none() && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Message::Job(j)) => batch.push(j),
+                Ok(Message::Stop(done)) => stop = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, batch);
+        }
+        if let Some(done) = stop {
+            // Anything sent after Stop still gets an answer.
+            while let Ok(m) = rx.try_recv() {
+                if let Message::Job(j) = m {
+                    j.fail("the store is closed".into());
+                }
+            }
+            drop(conn);
+            let _ = done.send(());
+            return;
+        }
+        pending = None;
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = e.to_string();
+        for job in batch {
+            job.fail(error.clone());
+        }
+        return;
+    }
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            job.fail(e.to_string());
+            continue;
+        }
+        let (ok, deliver) = job.run(conn);
+        let end = if ok {
+            conn.execute_batch("RELEASE op")
+        } else {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+        };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "savepoint failed");
+        }
+        deliveries.push(deliver);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for deliver in deliveries {
+        deliver(commit.clone());
+    }
+}
+
+fn conversation_from_row(
+    key: &ConversationKey,
+    row: &Row<'_>,
+) -> rusqlite::Result<StoredConversation> {
+    Ok(StoredConversation {
+        key: key.clone(),
+        flow: row.get(0)?,
+        step: row.get(1)?,
+        variables: row.get(2)?,
+        state: row.get(3)?,
+        flow_version: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        version: row.get(7)?,
+    })
+}
+
+fn key_from_row(row: &Row<'_>, first: usize) -> Result<ConversationKey, StoreError> {
+    let channel: String = row.get(first).map_err(db_err)?;
+    Ok(ConversationKey {
+        channel: ChannelKind::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel:?}")))?,
+        chat: row.get(first + 1).map_err(db_err)?,
+        user: row.get(first + 2).map_err(db_err)?,
+    })
+}
+
+fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> {
+    let c = &turn.conversation;
+    let key = &c.key;
+    let channel = key.channel.as_str();
+    if let Some(event) = &turn.event {
+        let inserted = conn
+            .prepare_cached(q::INSERT_EVENT)
+            .and_then(|mut s| s.execute(params![channel, event.as_str(), c.updated_at, turn.reply]))
+            .map_err(db_err)?;
+        if inserted == 0 {
+            return Err(StoreError::DuplicateEvent);
+        }
+    }
+    let written = if c.version == 0 {
+        conn.prepare_cached(q::INSERT_CONVERSATION)
+            .and_then(|mut s| {
+                s.execute(params![
+                    channel,
+                    key.chat,
+                    key.user,
+                    c.flow,
+                    c.step,
+                    c.variables,
+                    c.state,
+                    c.flow_version,
+                    c.created_at,
+                    c.updated_at
+                ])
+            })
+    } else {
+        conn.prepare_cached(q::UPDATE_CONVERSATION)
+            .and_then(|mut s| {
+                s.execute(params![
+                    c.flow,
+                    c.step,
+                    c.variables,
+                    c.state,
+                    c.flow_version,
+                    c.created_at,
+                    c.updated_at,
+                    channel,
+                    key.chat,
+                    key.user,
+                    c.version
+                ])
+            })
+    }
+    .map_err(db_err)?;
+    if written == 0 {
+        return Err(StoreError::Conflict(key.clone()));
+    }
+    if !turn.transcript.is_empty() {
+        let mut s = conn.prepare_cached(q::INSERT_TRANSCRIPT).map_err(db_err)?;
+        for e in &turn.transcript {
+            s.execute(params![
+                channel,
+                key.chat,
+                key.user,
+                e.direction.as_str(),
+                e.text,
+                e.at
+            ])
+            .map_err(db_err)?;
+        }
+    }
+    for a in &turn.audit {
+        insert_audit(conn, a)?;
+    }
+    for e in &turn.escalations {
+        conn.prepare_cached(q::INSERT_ESCALATION)
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.id,
+                    e.key.channel.as_str(),
+                    e.key.chat,
+                    e.key.user,
+                    e.reason,
+                    e.topic,
+                    e.created_at
+                ])
+            })
+            .map_err(db_err)?;
+    }
+    for f in &turn.feedback {
+        conn.prepare_cached(q::INSERT_FEEDBACK)
+            .and_then(|mut s| {
+                s.execute(params![
+                    f.key.channel.as_str(),
+                    f.key.chat,
+                    f.key.user,
+                    f.topic,
+                    f.answer,
+                    f.at
+                ])
+            })
+            .map_err(db_err)?;
+    }
+    Ok(c.version + 1)
+}
+
+fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
+    conn.prepare_cached(q::INSERT_AUDIT)
+        .and_then(|mut s| s.execute(params![a.at, a.actor, a.action, a.subject, a.detail]))
+        .map_err(db_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl ConversationStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
+    async fn load_conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<StoredConversation>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(q::LOAD_CONVERSATION)
+                .and_then(|mut s| {
+                    s.query_row(params![key.channel.as_str(), key.chat, key.user], |r| {
+                        conversation_from_row(&key, r)
+                    })
+                    .optional()
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %turn.conversation.key.channel))]
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
+        self.run(move |conn| commit_turn(conn, &turn)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", %channel))]
+    async fn processed_event(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+    ) -> Result<Option<ProcessedEvent>, StoreError> {
+        let event = event.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(q::PROCESSED_EVENT)
+                .and_then(|mut s| {
+                    s.query_row(params![channel.as_str(), event.as_str()], |r| {
+                        let delivered: Option<i64> = r.get(1)?;
+                        Ok(ProcessedEvent {
+                            reply: r.get(0)?,
+                            delivered: delivered.is_some(),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", %channel))]
+    async fn mark_reply_delivered(
+        &self,
+        channel: ChannelKind,
+        event: &EventId,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(q::MARK_DELIVERED)
+                .and_then(|mut s| s.execute(params![at, channel.as_str(), event.as_str()]))
+                .map(|_| ())
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
+    async fn transcript(
+        &self,
+        key: &ConversationKey,
+        limit: u32,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn| {
+            let mut s = conn.prepare_cached(q::TRANSCRIPT).map_err(db_err)?;
+            let rows = s
+                .query_map(
+                    params![key.channel.as_str(), key.chat, key.user, i64::from(limit)],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    },
+                )
+                .map_err(db_err)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (dir, text, at) = row.map_err(db_err)?;
+                entries.push(TranscriptEntry {
+                    direction: Direction::parse(&dir)
+                        .ok_or_else(|| StoreError::Corrupt(format!("direction {dir:?}")))?,
+                    text,
+                    at,
+                });
+            }
+            entries.reverse();
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut s = conn.prepare_cached(q::RECENT_ESCALATIONS).map_err(db_err)?;
+            let mut rows = s.query(params![i64::from(limit)]).map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db_err)? {
+                out.push(EscalationRecord {
+                    id: r.get(0).map_err(db_err)?,
+                    key: key_from_row(r, 1)?,
+                    reason: r.get(4).map_err(db_err)?,
+                    topic: r.get(5).map_err(db_err)?,
+                    created_at: r.get(6).map_err(db_err)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut s = conn.prepare_cached(q::RECENT_FEEDBACK).map_err(db_err)?;
+            let mut rows = s.query(params![i64::from(limit)]).map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db_err)? {
+                out.push(FeedbackRecord {
+                    key: key_from_row(r, 0)?,
+                    topic: r.get(3).map_err(db_err)?,
+                    answer: r.get(4).map_err(db_err)?,
+                    at: r.get(5).map_err(db_err)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite"))]
+    async fn purge(&self, before: PurgeBefore) -> Result<PurgeReport, StoreError> {
+        self.run(move |conn| {
+            let run = |sql: &str, at: Millis| -> Result<u64, StoreError> {
+                conn.execute(sql, params![at])
+                    .map(|n| n as u64)
+                    .map_err(db_err)
+            };
+            Ok(PurgeReport {
+                processed_events: run(q::PURGE_EVENTS, before.processed_events)?,
+                transcript_entries: run(q::PURGE_TRANSCRIPT, before.transcript)?,
+                idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency)?,
+                rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits)?,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(backend = "sqlite"))]
+    async fn hit(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError> {
+        let (start, end) = super::window(window_secs, now);
+        let bucket = bucket.to_string();
+        let hits: i64 = self
+            .run(move |conn| {
+                conn.prepare_cached(q::RATE_LIMIT_HIT)
+                    .and_then(|mut s| s.query_row(params![bucket, start, end], |r| r.get(0)))
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(super::decide(hits, limit, end, now))
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(backend = "sqlite"))]
+    async fn idempotency_record(
+        &self,
+        scope: &str,
+        new_key: &str,
+        now: Millis,
+    ) -> Result<IdempotencyRecord, StoreError> {
+        let (scope, new_key) = (scope.to_string(), new_key.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(q::INSERT_IDEMPOTENCY)
+                .and_then(|mut s| s.execute(params![scope, new_key, now]))
+                .map_err(db_err)?;
+            conn.prepare_cached(q::IDEMPOTENCY)
+                .and_then(|mut s| {
+                    s.query_row(params![scope], |r| {
+                        Ok(IdempotencyRecord {
+                            key: r.get(0)?,
+                            response: r.get(1)?,
+                        })
+                    })
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite"))]
+    async fn record_idempotent_response(
+        &self,
+        scope: &str,
+        response: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (scope, response) = (scope.to_string(), response.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(q::RECORD_RESPONSE)
+                .and_then(|mut s| s.execute(params![response, now, scope]))
+                .map(|_| ())
+                .map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.run(move |conn| insert_audit(conn, &entry)).await
+    }
+
+    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.run(move |conn| {
+            let mut s = conn.prepare_cached(q::RECENT_AUDIT).map_err(db_err)?;
+            let rows = s
+                .query_map(params![i64::from(limit)], |r| {
+                    Ok(AuditEntry {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        subject: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Database for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    /// Applies the embedded SQLite migrations, recording them in the same
+    /// `_sqlx_migrations` table (and format) that sqlx uses.
+    #[tracing::instrument(skip(self), fields(backend = "sqlite"))]
+    async fn migrate(&self) -> Result<MigrationReport, OpenError> {
+        let migrations: Vec<(i64, String, String, Vec<u8>)> = super::SQLITE_MIGRATIONS
+            .iter()
+            .map(|m| {
+                (
+                    m.version,
+                    m.description.to_string(),
+                    m.sql.to_string(),
+                    m.checksum.to_vec(),
+                )
+            })
+            .collect();
+        let known = migrations.len();
+        let applied = self
+            .run(move |conn| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+                        version BIGINT PRIMARY KEY,
+                        description TEXT NOT NULL,
+                        installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                        success BOOLEAN NOT NULL,
+                        checksum BLOB NOT NULL,
+                        execution_time BIGINT NOT NULL
+                    )",
+                )
+                .map_err(db_err)?;
+                let mut applied = Vec::new();
+                for (version, description, sql, checksum) in migrations {
+                    let existing: Option<Vec<u8>> = conn
+                        .query_row(
+                            "SELECT checksum FROM _sqlx_migrations WHERE version = $1 AND success",
+                            params![version],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(db_err)?;
+                    match existing {
+                        Some(sum) if sum == checksum => continue,
+                        Some(_) => {
+                            return Err(StoreError::Corrupt(format!(
+                                "migration {version} was changed after it was applied"
+                            )));
+                        }
+                        None => {}
+                    }
+                    let started = std::time::Instant::now();
+                    conn.execute_batch(&sql).map_err(db_err)?;
+                    conn.execute(
+                        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                         VALUES ($1, $2, TRUE, $3, $4)",
+                        params![version, description, checksum, started.elapsed().as_nanos() as i64],
+                    )
+                    .map_err(db_err)?;
+                    applied.push(version);
+                }
+                Ok(applied)
+            })
+            .await
+            .map_err(|e| OpenError::Migrate {
+                backend: "sqlite",
+                reason: e.to_string(),
+            })?;
+        Ok(MigrationReport {
+            backend: Backend::Sqlite,
+            applied,
+            known,
+        })
+    }
+
+    async fn close(&self) {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            if sender.send(Message::Stop(done)).is_ok() {
+                let _ = finished.await;
+            }
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Dropping the sender ends the writer thread after its queue.
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
