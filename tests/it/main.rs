@@ -6,3 +6,4 @@ mod cli_config;
 mod engine_rules;
 mod flows_walk;
 mod store_backends;
+mod telegram;

@@ -1,0 +1,89 @@
+//! Redelivered updates and long replies.
+
+use super::fake_server::TgUser;
+use super::harness::{Harness, texts};
+
+#[tokio::test]
+async fn the_same_update_delivered_twice_gets_one_reply_and_one_reset() {
+    let h = Harness::start().await;
+    let u = TgUser::new(7101, "Dup");
+    h.say(&u, "I forgot my password").await;
+    h.press(&u, "Send me a reset link").await;
+
+    let before = h.fake.messages_to(u.id).len();
+    let id = h.fake.user_says(
+        &u,
+        &super::fake_server::TgChat::Private,
+        "alice@example.com",
+    );
+    h.fake.wait_done(id).await;
+    assert_eq!(h.fake.messages_to(u.id).len(), before + 1);
+
+    // Telegram hands the same update out again (a lost acknowledgement).
+    h.fake.redeliver(id);
+    h.fake.wait_done(id).await;
+    assert_eq!(
+        h.fake.messages_to(u.id).len(),
+        before + 1,
+        "no second reply"
+    );
+    assert_eq!(h.requests("POST /v1/password-resets").await, 1);
+
+    // A redelivered button press does nothing either.
+    let press = h.fake.press(&u, "Nothing yet");
+    h.fake.wait_done(press).await;
+    let after_press = h.fake.messages_to(u.id).len();
+    h.fake.redeliver(press);
+    h.fake.wait_done(press).await;
+    assert_eq!(h.fake.messages_to(u.id).len(), after_press);
+    assert_eq!(
+        h.position(&u).await.unwrap(),
+        ("password_reset".into(), "check_inbox".into())
+    );
+    h.assert_spec_clean();
+}
+
+fn long_text() -> String {
+    (1..=135)
+        .map(|i| {
+            format!("Line {i:03}: keep this & that <safe> while reading a rather long explanation.")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_ten_thousand_character_reply_is_split_under_the_limit() {
+    let flows = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(crate::support::bot::flows_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, flows.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let text = long_text();
+    assert!(text.chars().count() >= 10_000, "{}", text.chars().count());
+    std::fs::write(
+        flows.path().join("long_read.toml"),
+        format!(
+            "[flow]\nid = \"long_read\"\ntitle = \"A long read\"\ntriggers = ['\\blong read\\b']\n\n\
+             [[step]]\nid = \"start\"\nsay = \"\"\"\n{text}\"\"\"\n\
+             buttons = [{{ label = \"Back to the menu\", goto = \"main:menu\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let dir = flows.path().to_path_buf();
+    let h = Harness::start_with(move |s| s.engine.flows_dir = dir).await;
+    let u = TgUser::new(7201, "Long");
+    let r = h.say(&u, "a long read please").await;
+    assert!(r.len() >= 3, "{} messages", r.len());
+    for m in &r {
+        assert!(m.text.encode_utf16().count() <= 4096, "{}", m.text.len());
+        assert!(m.tags.is_empty());
+    }
+    for m in &r[..r.len() - 1] {
+        assert!(m.buttons.is_empty(), "only the last part has the keyboard");
+    }
+    assert_eq!(r.last().unwrap().labels(), ["Back to the menu"]);
+    // Split on line boundaries: nothing lost, nothing cut.
+    assert_eq!(texts(&r).replace("\n---\n", "\n"), text);
+    h.assert_spec_clean();
+}
