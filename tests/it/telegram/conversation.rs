@@ -122,6 +122,11 @@ async fn text_from_settings_or_users_cannot_inject_markup() {
         "shown literally: {}",
         m.text
     );
+    assert!(
+        m.html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; &lt;a href"),
+        "{}",
+        m.html
+    );
     h.assert_spec_clean();
 }
 

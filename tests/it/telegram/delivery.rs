@@ -1,6 +1,6 @@
 //! Redelivered updates and long replies.
 
-use super::fake_server::TgUser;
+use super::fake_server::{FaultReply, TgChat, TgUser};
 use super::harness::{Harness, texts};
 
 #[tokio::test]
@@ -11,11 +11,7 @@ async fn the_same_update_delivered_twice_gets_one_reply_and_one_reset() {
     h.press(&u, "Send me a reset link").await;
 
     let before = h.fake.messages_to(u.id).len();
-    let id = h.fake.user_says(
-        &u,
-        &super::fake_server::TgChat::Private,
-        "alice@example.com",
-    );
+    let id = h.fake.user_says(&u, &TgChat::Private, "alice@example.com");
     h.fake.wait_done(id).await;
     assert_eq!(h.fake.messages_to(u.id).len(), before + 1);
 
@@ -85,5 +81,25 @@ async fn a_ten_thousand_character_reply_is_split_under_the_limit() {
     assert_eq!(r.last().unwrap().labels(), ["Back to the menu"]);
     // Split on line boundaries: nothing lost, nothing cut.
     assert_eq!(texts(&r).replace("\n---\n", "\n"), text);
+    h.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_does_not_stall_the_others() {
+    let h = Harness::start().await;
+    let gone = TgUser::new(7301, "Gone");
+    let next = TgUser::new(7302, "Next");
+    h.fake.fail_next(
+        "sendMessage",
+        1,
+        FaultReply::error(403, "Forbidden: bot was blocked by the user"),
+    );
+    let id = h.fake.user_says(&gone, &TgChat::Private, "/start");
+    h.fake.wait_done(id).await;
+    assert!(h.fake.messages_to(gone.id).is_empty());
+    // The update is done with (not retried forever), and others get answers.
+    let r = h.say(&next, "/start").await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(h.fake.calls_of("sendMessage").len(), 2);
     h.assert_spec_clean();
 }

@@ -93,7 +93,6 @@ impl BotMessage {
 pub struct UserMessage {
     pub chat: i64,
     pub message_id: i64,
-    pub text: String,
     pub deleted: bool,
 }
 
@@ -562,7 +561,6 @@ impl FakeTelegram {
         inner.user_messages.push(UserMessage {
             chat: chat_id,
             message_id,
-            text: text.into(),
             deleted: false,
         });
         let id = inner.new_update_id();
@@ -851,6 +849,17 @@ async fn api(
         }
     };
     let now = Instant::now();
+    let Some(def) = spec::method(&method_lc) else {
+        let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.calls.push(Call {
+            at: now,
+            method: method_lc.clone(),
+            params: Value::Object(params.clone()),
+            status: 404,
+            error: Some("method not found".into()),
+        });
+        return fail(404, "Not Found: method not found", None);
+    };
     let (index, fault) = {
         let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.calls.push(Call {
@@ -861,16 +870,8 @@ async fn api(
             error: None,
         });
         let index = inner.calls.len() - 1;
-        match spec::method(&method_lc) {
-            Some(def) => {
-                let problems = spec::check_fields(&params, def.params, def.name);
-                inner.violations.extend(problems);
-            }
-            None => {
-                inner.calls[index].status = 404;
-                return fail(404, "Not Found: method not found", None);
-            }
-        }
+        let problems = spec::check_fields(&params, def.params, def.name);
+        inner.violations.extend(problems);
         let fault = inner
             .faults
             .iter_mut()
@@ -910,9 +911,9 @@ async fn api(
         handle(&mut inner, &method_lc, &params)
     };
     match result {
-        Ok((value, returns)) => {
+        Ok(value) => {
             let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.check(&value, returns, &format!("{method} result"));
+            inner.check(&value, def.returns, &format!("{method} result"));
             inner.calls[index].status = 200;
             drop(inner);
             ok(value)
@@ -924,7 +925,7 @@ async fn api(
     }
 }
 
-type Handled = Result<(Value, &'static str), (u16, String)>;
+type Handled = Result<Value, (u16, String)>;
 
 fn bad(description: &str) -> (u16, String) {
     (400, format!("Bad Request: {description}"))
@@ -978,7 +979,7 @@ async fn get_updates(shared: &Shared, params: &Map<String, Value>, index: usize)
                         inner.pending.remove(&id);
                     }
                 }
-                return Ok((Value::Array(batch), "Array of Update"));
+                return Ok(Value::Array(batch));
             }
         }
         tokio::select! {
@@ -1079,7 +1080,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
             me["supports_inline_queries"] = json!(false);
             me["can_connect_to_business"] = json!(false);
             me["has_main_web_app"] = json!(false);
-            Ok((me, "User"))
+            Ok(me)
         }
         "setmycommands" => {
             let commands = params
@@ -1103,14 +1104,14 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 parsed.push((name.to_string(), desc.to_string()));
             }
             inner.commands = parsed;
-            Ok((json!(true), "Boolean"))
+            Ok(json!(true))
         }
         "deletewebhook" => {
             inner.webhook = None;
             if params.get("drop_pending_updates") == Some(&json!(true)) {
                 inner.pending.clear();
             }
-            Ok((json!(true), "Boolean"))
+            Ok(json!(true))
         }
         "setwebhook" => {
             let url = params
@@ -1119,7 +1120,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 .unwrap_or_default();
             if url.is_empty() {
                 inner.webhook = None;
-                return Ok((json!(true), "Boolean"));
+                return Ok(json!(true));
             }
             if !url.starts_with("https://") {
                 return Err(bad(
@@ -1142,7 +1143,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 url: url.into(),
                 secret,
             });
-            Ok((json!(true), "Boolean"))
+            Ok(json!(true))
         }
         "sendmessage" => {
             let chat = chat_id(params)?;
@@ -1187,7 +1188,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
             );
             let v = inner.message_json(&message);
             inner.bot_messages.push(message);
-            Ok((v, "Message"))
+            Ok(v)
         }
         "editmessagereplymarkup" => {
             let chat = chat_id(params)?;
@@ -1221,7 +1222,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
             }
             inner.markups.insert((chat, mid), new);
             let v = inner.message_json(&message);
-            Ok((v, "Message"))
+            Ok(v)
         }
         "deletemessage" => {
             let chat = chat_id(params)?;
@@ -1236,7 +1237,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                     return Err(bad("message can't be deleted"));
                 }
                 m.deleted = true;
-                return Ok((json!(true), "Boolean"));
+                return Ok(json!(true));
             }
             if let Some(m) = inner
                 .bot_messages
@@ -1244,7 +1245,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 .find(|m| m.chat == chat && m.message_id == mid && !m.deleted)
             {
                 m.deleted = true;
-                return Ok((json!(true), "Boolean"));
+                return Ok(json!(true));
             }
             Err(bad("message to delete not found"))
         }
@@ -1265,7 +1266,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 Some(None) => {
                     inner.callbacks.insert(qid.clone(), Some(text));
                     inner.callback_answer_at.insert(qid, Instant::now());
-                    Ok((json!(true), "Boolean"))
+                    Ok(json!(true))
                 }
                 _ => Err(bad(
                     "query is too old and response timeout expired or query id is invalid",

@@ -14,4 +14,5 @@ mod groups;
 mod pacing;
 mod restart;
 mod secrets;
+mod serve;
 mod webhook;
