@@ -171,6 +171,8 @@ impl Api {
                 )));
             }
             tokio::select! {
+                // A reply that may go now goes, even while stopping.
+                biased;
                 () = self.pacer.ready(pace) => {}
                 () = shutdown.wait() => return Err(CallError::Stopped),
             }

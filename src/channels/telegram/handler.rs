@@ -26,7 +26,7 @@ use teloxide::types::{
 /// A callback query is answered within this long, whatever the turn does.
 pub const CALLBACK_ANSWER_WAIT: Duration = Duration::from_millis(250);
 pub const EXPIRED: &str = "That button has expired.";
-const TRY_AGAIN: &str = "Sorry, that didn't work. Please try again in a moment.";
+const STILL_WORKING: &str = "One moment, please: I'll answer as soon as I can.";
 const TEXT_ONLY: &str = "I can only read text messages. Please describe the problem in words, and never send a screenshot of a password or a code.";
 
 /// The update must be delivered again later; the reason is for the log.
@@ -55,6 +55,8 @@ pub struct Handler {
     /// Updates answered without the engine (groups, non-text messages):
     /// the engine's dedupe does not cover them.
     answered: Mutex<RecentIds>,
+    /// Callback queries answered (or being answered), with when.
+    callbacks_answered: Mutex<HashMap<String, std::time::Instant>>,
     chats: ChatLocks,
 }
 
@@ -67,6 +69,7 @@ impl Handler {
             bot_id,
             progress: Mutex::default(),
             answered: Mutex::new(RecentIds::new(10_000)),
+            callbacks_answered: Mutex::default(),
             chats: ChatLocks::default(),
         }
     }
@@ -147,7 +150,9 @@ impl Handler {
         let (Some(data), Some(msg)) = (q.data.as_deref(), target) else {
             // Inline-mode buttons, games, or a keyboard in a group: none of
             // them is ours to act on.
-            self.answer(&q.id.0, Some(EXPIRED)).await;
+            if self.claim_answer(&q.id.0) {
+                self.answer(&q.id.0, Some(EXPIRED)).await;
+            }
             return Ok(());
         };
         let chat = msg.chat().id;
@@ -159,24 +164,19 @@ impl Handler {
             locale: q.from.language_code.clone(),
             input: Input::Button(data.to_string()),
         };
-        let turn = self.engine.handle(inbound);
-        tokio::pin!(turn);
-        // Answer at once: with the turn's notice if it is that quick (a
-        // stale button is), else empty so the spinner stops regardless.
-        let (result, notice_shown) = tokio::select! {
-            result = &mut turn => {
-                let notice = match &result {
-                    Ok(reply) => notice_of(reply),
-                    Err(_) => Some(TRY_AGAIN),
-                };
-                let shown = notice.is_some();
-                self.answer(&q.id.0, notice).await;
-                (result, shown)
-            }
-            () = tokio::time::sleep(CALLBACK_ANSWER_WAIT) => {
-                self.answer(&q.id.0, None).await;
-                (turn.await, false)
-            }
+        let result = self.engine.handle(inbound).await;
+        // If the turn was quick (a stale button is), the answer carries its
+        // notice; if the watchdog answered first, the notice becomes a
+        // message.
+        let notice = match &result {
+            Ok(reply) => notice_of(reply),
+            Err(_) => Some(STILL_WORKING),
+        };
+        let notice_shown = if self.claim_answer(&q.id.0) {
+            self.answer(&q.id.0, notice).await;
+            notice.is_some()
+        } else {
+            false
         };
         let reply = result.map_err(|e| Retry(format!("the turn failed: {e}")))?;
         self.deliver(id, chat, &reply, notice_shown).await?;
@@ -200,6 +200,39 @@ impl Handler {
         }
         ops.push(Op::Send { html, keyboard });
         self.answer_outside_engine(id, m.chat.id, true, ops).await
+    }
+
+    /// Starts the clock on every callback query of a batch the moment it
+    /// arrives: whatever is still unanswered after
+    /// [`CALLBACK_ANSWER_WAIT`] (a slow turn, a queue of earlier updates of
+    /// the same chat, a failure) is answered empty, so the spinner clears.
+    pub fn watch_callbacks(self: &Arc<Self>, updates: &[Update]) {
+        for u in updates {
+            if let UpdateKind::CallbackQuery(q) = &u.kind {
+                let me = self.clone();
+                let id = q.id.0.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CALLBACK_ANSWER_WAIT).await;
+                    if me.claim_answer(&id) {
+                        me.answer(&id, None).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// True exactly once per callback query: the caller answers it.
+    fn claim_answer(&self, callback_id: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut claimed = self
+            .callbacks_answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if claimed.len() > 1000 {
+            // Telegram drops unanswered queries after about 15 s anyway.
+            claimed.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        claimed.insert(callback_id.to_string(), now).is_none()
     }
 
     fn already_answered(&self, id: u32) -> bool {

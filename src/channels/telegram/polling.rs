@@ -34,7 +34,9 @@ pub async fn run(
     let mut offset: Option<i32> = None;
     // The offset Telegram has last been told.
     let mut confirmed: Option<i32> = None;
+    // Failed polls, and failed batches, in a row.
     let mut failures: u32 = 0;
+    let mut batch_failures: u32 = 0;
     tracing::info!("Telegram: polling for updates");
     loop {
         if shutdown.is_fired() {
@@ -68,15 +70,19 @@ pub async fn run(
         if updates.is_empty() {
             continue;
         }
+        handler.watch_callbacks(&updates);
         match process_batch(&handler, updates, &shutdown).await {
-            Ok(next) => offset = Some(next),
+            Ok(next) => {
+                offset = Some(next);
+                batch_failures = 0;
+            }
             Err(stopped_at) => {
                 offset = Some(stopped_at);
                 if shutdown.is_fired() {
                     break;
                 }
-                failures += 1;
-                if !pause(backoff(failures), &mut shutdown).await {
+                batch_failures += 1;
+                if !pause(backoff(batch_failures), &mut shutdown).await {
                     break;
                 }
             }

@@ -150,6 +150,7 @@ async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> S
     // Processed in its own task: a dropped connection must not cut a turn
     // or a reply in half.
     let handler = hook.handler.clone();
+    handler.watch_callbacks(std::slice::from_ref(&update));
     let id = update.id.0;
     let done = tokio::spawn(async move { handler.process(&update).await });
     match done.await {

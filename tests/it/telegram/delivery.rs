@@ -103,3 +103,48 @@ async fn a_user_who_blocked_the_bot_does_not_stall_the_others() {
     assert_eq!(h.fake.calls_of("sendMessage").len(), 2);
     h.assert_spec_clean();
 }
+
+#[tokio::test]
+async fn a_store_failure_holds_the_offset_until_the_turn_commits() {
+    use sqlx::{Connection, Executor};
+    let mut h = Harness::start_with(|s| s.database.busy_timeout_ms = 200).await;
+    let u = TgUser::new(7401, "Lock");
+    h.say(&u, "/start").await;
+
+    // Another writer holds the database: the next turn cannot commit.
+    let mut blocker = sqlx::SqliteConnection::connect(&h.db.settings.url)
+        .await
+        .unwrap();
+    blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+    let before = h.fake.messages_to(u.id).len();
+    let id = h
+        .fake
+        .user_says(&u, &TgChat::Private, "I forgot my password");
+    h.fake
+        .wait_for(
+            "the bot to ask for the same update again",
+            std::time::Duration::from_secs(15),
+            |f| {
+                f.calls_of("getUpdates")
+                    .iter()
+                    .filter(|c| c.params["offset"].as_i64() == Some(id))
+                    .count()
+                    >= 2
+            },
+        )
+        .await;
+    assert!(!h.fake.confirmed(id), "the offset did not pass the update");
+    assert_eq!(h.fake.messages_to(u.id).len(), before, "nothing was sent");
+
+    blocker.execute("ROLLBACK").await.unwrap();
+    h.fake.wait_done(id).await;
+    let replies = &h.fake.messages_to(u.id)[before..];
+    assert_eq!(replies.len(), 1, "{}", texts(replies));
+    assert_eq!(
+        h.position(&u).await.unwrap(),
+        ("password_reset".into(), "start".into())
+    );
+    blocker.close().await.unwrap();
+    h.stop().await;
+    h.assert_spec_clean();
+}
