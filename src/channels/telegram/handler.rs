@@ -49,9 +49,9 @@ pub struct Handler {
     pub(super) api: Api,
     bot_username: String,
     bot_id: UserId,
-    /// Ops already done for updates whose delivery was cut short, so a
-    /// retry in this process resumes instead of resending.
-    progress: Mutex<HashMap<u32, usize>>,
+    /// The ops of updates whose delivery was cut short, and how many were
+    /// done, so a retry in this process resumes instead of resending.
+    progress: Mutex<HashMap<u32, (Vec<Op>, usize)>>,
     /// Updates answered without the engine (groups, non-text messages):
     /// the engine's dedupe does not cover them.
     answered: Mutex<RecentIds>,
@@ -252,7 +252,7 @@ impl Handler {
         if self.already_answered(id) {
             return Ok(());
         }
-        self.run_ops(id, chat, group, &ops).await?;
+        self.run_ops(id, chat, group, ops).await?;
         self.answered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -286,19 +286,18 @@ impl Handler {
         notice_shown: bool,
     ) -> Result<(), Retry> {
         let ops = plan(&reply.actions, notice_shown);
-        self.run_ops(id, chat, false, &ops).await
+        self.run_ops(id, chat, false, ops).await
     }
 
     /// Runs the ops in order, resuming after those a cut-short earlier try
     /// of this update already did.
-    async fn run_ops(&self, id: u32, chat: ChatId, group: bool, ops: &[Op]) -> Result<(), Retry> {
-        let start = self
+    async fn run_ops(&self, id: u32, chat: ChatId, group: bool, ops: Vec<Op>) -> Result<(), Retry> {
+        let saved = self
             .progress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied()
-            .unwrap_or(0);
+            .remove(&id);
+        let (ops, start) = saved.unwrap_or((ops, 0));
         for (i, op) in ops.iter().enumerate().skip(start) {
             let result = match op {
                 Op::Send { html, keyboard } => self
@@ -312,11 +311,12 @@ impl Handler {
             match result {
                 Ok(()) | Err(CallError::Ignorable(_)) => {}
                 Err(e) if e.is_transient() || e == CallError::BadToken => {
+                    let reason = format!("sending the reply failed: {e}");
                     self.progress
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, i);
-                    return Err(Retry(format!("sending the reply failed: {e}")));
+                        .insert(id, (ops, i));
+                    return Err(Retry(reason));
                 }
                 Err(e) => {
                     tracing::warn!(update_id = id, error = %e, "Telegram refused part of a reply");
@@ -328,10 +328,6 @@ impl Handler {
                 }
             }
         }
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
         Ok(())
     }
 }

@@ -56,8 +56,11 @@ pub async fn run(
             Err(CallError::BadToken) => anyhow::bail!("{}", CallError::BadToken),
             Err(e) => {
                 failures += 1;
-                if matches!(e, CallError::Conflict(_)) {
+                if let CallError::Conflict(reason) = &e {
                     tracing::error!(error = %e, "Telegram: cannot poll (another instance running, or a webhook set?)");
+                    if reason.contains("webhook") {
+                        let _ = api.delete_webhook().await;
+                    }
                 } else {
                     tracing::warn!(error = %e, "Telegram: getUpdates failed");
                 }

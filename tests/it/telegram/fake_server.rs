@@ -758,6 +758,14 @@ impl FakeTelegram {
         self.inner().commands.clone()
     }
 
+    /// Sets a webhook as if another deployment had (getUpdates then fails).
+    pub fn force_webhook(&self, url: &str) {
+        self.inner().webhook = Some(Webhook {
+            url: url.into(),
+            secret: None,
+        });
+    }
+
     pub fn webhook(&self) -> Option<Webhook> {
         self.inner().webhook.clone()
     }

@@ -59,3 +59,16 @@ async fn webhook_requests_need_the_secret_and_are_processed_once() {
     assert!(h.fake.calls_of("getUpdates").is_empty(), "no polling");
     h.assert_spec_clean();
 }
+
+#[tokio::test]
+async fn polling_removes_a_webhook_left_from_an_earlier_deployment() {
+    let mut h = Harness::start().await;
+    h.stop().await;
+    h.fake.force_webhook(URL);
+    h.launch().await;
+    assert!(h.fake.webhook().is_none());
+    let u = TgUser::new(11201, "Back");
+    let r = h.say(&u, "/start").await;
+    assert_eq!(r.len(), 1);
+    h.assert_spec_clean();
+}
