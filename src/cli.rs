@@ -290,6 +290,15 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if telegram
+        && settings.telegram.mode == config::TelegramMode::Webhook
+        && settings.telegram.webhook_url.is_none()
+    {
+        eprintln!(
+            "recoverbot: telegram.mode is webhook but no public URL is set: set RECOVERBOT__TELEGRAM__WEBHOOK_URL (https://...) and RECOVERBOT__TELEGRAM__WEBHOOK_SECRET, or use RECOVERBOT__TELEGRAM__MODE=polling"
+        );
+        return ExitCode::from(2);
+    }
     crate::telemetry::init(&settings.log, false);
     let app = match App::build(settings, AccountMode::ExplicitOnly).await {
         Ok(app) => app,

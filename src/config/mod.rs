@@ -289,6 +289,8 @@ pub struct TelegramSettings {
     pub api_url: String,
     /// `polling` or `webhook`.
     pub mode: TelegramMode,
+    /// How long one `getUpdates` long poll waits for updates (polling mode).
+    pub poll_timeout_secs: u64,
     /// Where the webhook server listens.
     pub webhook_listen: String,
     /// The public HTTPS URL Telegram posts updates to.
@@ -305,6 +307,7 @@ impl Default for TelegramSettings {
             token: None,
             api_url: "https://api.telegram.org".into(),
             mode: TelegramMode::Polling,
+            poll_timeout_secs: 25,
             webhook_listen: "127.0.0.1:8443".into(),
             webhook_url: None,
             webhook_secret: None,

@@ -110,15 +110,20 @@ impl<'a> Turn<'a> {
             text_input = Some((raw.clone(), redacted.text));
         }
 
+        // A deep link (`/start reset`) names its topic even on first contact.
+        let start_topic = match &input {
+            Input::Start(topic) => topic.clone(),
+            _ => None,
+        };
         if is_new {
             return self
-                .start_fresh(conv, None, text_input.map(|(_, r)| r), &input)
+                .start_fresh(conv, start_topic, text_input.map(|(_, r)| r), &input)
                 .await;
         }
         if self.env.now - conv.updated_at > self.env.config.idle_timeout_ms {
             self.out.texts.push(WELCOME_BACK.into());
             return self
-                .start_fresh(conv, None, text_input.map(|(_, r)| r), &input)
+                .start_fresh(conv, start_topic, text_input.map(|(_, r)| r), &input)
                 .await;
         }
         if let Input::Start(topic) = &input {

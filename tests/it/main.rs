@@ -9,3 +9,4 @@ mod engine_props;
 mod engine_rules;
 mod flows_walk;
 mod store_backends;
+mod telegram;
