@@ -3,6 +3,7 @@
 mod support;
 
 mod cli_config;
+mod discord;
 mod engine_rules;
 mod flows_walk;
 mod store_backends;

@@ -53,9 +53,10 @@ impl Part {
     }
 
     pub fn to_response(&self) -> CreateInteractionResponseMessage {
-        let mut m = CreateInteractionResponseMessage::new()
-            .allowed_mentions(no_pings())
-            .ephemeral(self.ephemeral);
+        let mut m = CreateInteractionResponseMessage::new().allowed_mentions(no_pings());
+        if self.ephemeral {
+            m = m.ephemeral(true);
+        }
         if let Some(c) = self.content() {
             m = m.content(c);
         }
@@ -66,9 +67,10 @@ impl Part {
     }
 
     pub fn to_followup(&self) -> CreateInteractionResponseFollowup {
-        let mut m = CreateInteractionResponseFollowup::new()
-            .allowed_mentions(no_pings())
-            .ephemeral(self.ephemeral);
+        let mut m = CreateInteractionResponseFollowup::new().allowed_mentions(no_pings());
+        if self.ephemeral {
+            m = m.ephemeral(true);
+        }
         if let Some(c) = self.content() {
             m = m.content(c);
         }
