@@ -137,13 +137,11 @@ async fn interaction(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes
     });
     debug_assert!(ANSWER_WITHIN > DEFER_AFTER);
     match tokio::time::timeout(ANSWER_WITHIN, rx).await {
-        Ok(Ok(response)) => match serde_json::to_vec(&response) {
-            Ok(bytes) => json(bytes),
-            Err(_) => plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot encode the answer",
-            ),
-        },
+        Ok(Ok(response)) => json(
+            super::render::response_json(&response)
+                .to_string()
+                .into_bytes(),
+        ),
         _ => plain(StatusCode::INTERNAL_SERVER_ERROR, "no answer"),
     }
 }

@@ -6,8 +6,9 @@
 
 use crate::engine::{OutButton, Outbound, Reply};
 use serenity::builder::{
-    CreateActionRow, CreateAllowedMentions, CreateButton, CreateInteractionResponseFollowup,
-    CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse,
+    CreateActionRow, CreateAllowedMentions, CreateButton, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
+    EditInteractionResponse,
 };
 use serenity::model::application::ButtonStyle;
 
@@ -21,6 +22,19 @@ const MAX_CUSTOM_ID_CHARS: usize = 100;
 /// Mentions nobody: `{"parse": [], "users": [], "roles": []}`.
 pub fn no_pings() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
+}
+
+/// An interaction answer as JSON. serenity writes `"data": null` for the
+/// answers without data (PONG, type 6); Discord's spec has no `data` there,
+/// so it is left out.
+pub fn response_json(response: &CreateInteractionResponse) -> serde_json::Value {
+    let mut v = serde_json::to_value(response).unwrap_or_default();
+    if let Some(map) = v.as_object_mut()
+        && map.get("data").is_some_and(serde_json::Value::is_null)
+    {
+        map.remove("data");
+    }
+    v
 }
 
 /// One Discord message.
@@ -265,6 +279,22 @@ mod tests {
             assert_eq!(v["allowed_mentions"], empty, "{v}");
             assert_eq!(v["content"], "@everyone <@&1> hello");
         }
+    }
+
+    #[test]
+    fn answers_without_data_have_no_data_key() {
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Acknowledge),
+            json!({"type": 6})
+        );
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Pong),
+            json!({"type": 1})
+        );
+        let update = CreateInteractionResponse::UpdateMessage(
+            CreateInteractionResponseMessage::new().components(Vec::new()),
+        );
+        assert_eq!(response_json(&update)["data"]["components"], json!([]));
     }
 
     #[test]

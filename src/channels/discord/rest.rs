@@ -400,7 +400,7 @@ impl Rest {
                 token,
             },
             LightMethod::Post,
-            response,
+            &super::render::response_json(response),
         )
         .await
         .map(drop)

@@ -757,10 +757,16 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
                     "Cannot send messages to this user",
                 );
             }
+            if !valid_message(body) {
+                return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
             let msg = new_msg(&mut s, channel, body);
             ok_json(msg)
         }
         ("PATCH", ["channels", _, "messages", _]) => {
+            if !valid_message(body) {
+                return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
             let (channel, id) = (num(1), num(3));
             match edit_msg(&mut s, id, body) {
                 Some(m) => ok_json(message_json(
@@ -793,6 +799,11 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
                     "Interaction has already been acknowledged.",
                 );
             }
+            // The spec has no `data` on types 1 and 6; where there is one it
+            // is a message body.
+            if body.get("data").is_some_and(|d| !valid_message(d)) {
+                return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
             match body["type"].as_u64() {
                 Some(4) | Some(5) => {
                     let data = if body["type"] == 5 {
@@ -818,12 +829,18 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
             let Some(info) = s.interactions.get(*token).cloned() else {
                 return error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
             };
+            if !valid_message(body) {
+                return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
             ok_json(new_msg(&mut s, info.channel, body))
         }
         ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
             let Some(info) = s.interactions.get(*token).cloned() else {
                 return error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
             };
+            if !valid_message(body) {
+                return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
             let Some(id) = info.message.or(info.original) else {
                 return error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
             };
@@ -842,6 +859,44 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
         }
         _ => error(StatusCode::NOT_FOUND, 0, "404: Not Found"),
     }
+}
+
+/// Discord's form checks on a message body (400, code 50035 when broken):
+/// content up to 2000 characters, at most 5 action rows (type 1) of at most
+/// 5 buttons (type 2) with a `custom_id` up to 100 and a label up to 80
+/// characters.
+fn valid_message(body: &Value) -> bool {
+    if !body.is_object() {
+        return false;
+    }
+    if body["content"]
+        .as_str()
+        .is_some_and(|c| c.chars().count() > 2000)
+    {
+        return false;
+    }
+    let Some(rows) = body.get("components").filter(|c| !c.is_null()) else {
+        return true;
+    };
+    let Some(rows) = rows.as_array() else {
+        return false;
+    };
+    rows.len() <= 5
+        && rows.iter().all(|row| {
+            row["type"] == 1
+                && row["components"].as_array().is_some_and(|bs| {
+                    !bs.is_empty()
+                        && bs.len() <= 5
+                        && bs.iter().all(|b| {
+                            b["type"] == 2
+                                && b["style"].as_u64().is_some_and(|s| (1..=4).contains(&s))
+                                && b["custom_id"]
+                                    .as_str()
+                                    .is_some_and(|id| !id.is_empty() && id.chars().count() <= 100)
+                                && b["label"].as_str().is_none_or(|l| l.chars().count() <= 80)
+                        })
+                })
+        })
 }
 
 fn new_msg(s: &mut State_, channel: u64, body: &Value) -> Value {

@@ -60,8 +60,17 @@ impl Rig {
         }
     }
 
-    /// Stops the channel; it must stop cleanly.
+    /// Stops the channel; it must stop cleanly, and no REST call may have
+    /// been malformed, unauthorised or sent to a route Discord lacks.
     pub async fn stop(self) {
+        let broken: Vec<String> = self
+            .fake
+            .calls()
+            .iter()
+            .filter(|c| matches!(c.status, 400 | 401 | 404 | 405))
+            .map(|c| format!("{} {} -> {}: {}", c.method, c.path, c.status, c.body))
+            .collect();
+        assert!(broken.is_empty(), "calls Discord would refuse: {broken:#?}");
         self.trigger.fire();
         let outcome = tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
