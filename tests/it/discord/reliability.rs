@@ -195,6 +195,8 @@ async fn serve_runs_the_discord_channel_from_the_environment() {
         .env("RECOVERBOT__DATABASE__URL", &db)
         .env("RECOVERBOT__ENGINE__FLOWS_DIR", flows.display().to_string())
         .env("RECOVERBOT__ACCOUNT_API__USE_SIMULATOR", "true")
+        // The most talkative level, serenity's included.
+        .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -213,6 +215,7 @@ async fn serve_runs_the_discord_channel_from_the_environment() {
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Discord channel starting"), "{stderr}");
     assert!(
         !stderr.contains(fake::TOKEN),
         "the token never shows: {stderr}"
