@@ -15,28 +15,37 @@
 //! `Retry-After` in the header, route-scoped or global), refuse deletes in a
 //! channel (403, code 50013) and refuse DMs to a user (403, code 50007).
 //!
-//! Checked against discord/discord-api-spec (`specs/openapi.json`, the v10
-//! preview) for the routes and payload fields used here: `POST
-//! /users/@me/channels` (`recipient_id`, answers a private channel),
-//! `POST /channels/{channel_id}/messages` (`content`, `components`,
-//! `allowed_mentions` with `parse`/`users`/`roles`), `PATCH` and `DELETE
-//! /channels/{channel_id}/messages/{message_id}` (204 on delete),
-//! `POST /interactions/{interaction_id}/{interaction_token}/callback`
-//! (`type` 1/4/5/6/7 and `data.flags` 64 for ephemeral; 204 without
-//! `with_response`), `POST /webhooks/{application_id}/{token}` and
-//! `PATCH /webhooks/{application_id}/{token}/messages/@original`,
-//! `PUT /applications/{application_id}/commands` and the guild variant
-//! (answer: an array of commands with `id, type, application_id, name,
-//! description, version`), `GET /gateway` (`url`), the 429 body
-//! (`message, retry_after, global, code`) and error bodies (`code,
-//! message`). The gateway payloads follow Discord's gateway documentation
-//! and what serenity 0.12.5 requires to parse them (see
-//! /tmp/research/discord.md): READY with `v, user, guilds, session_id,
-//! resume_gateway_url, application{id,flags}`; MESSAGE_CREATE with `tts,
-//! mention_everyone, mentions, mention_roles, attachments, embeds, pinned,
-//! type, timestamp`; INTERACTION_CREATE with `id, application_id, type,
-//! token, version, channel_id, locale, entitlements,
-//! attachment_size_limit, data` and `user` or `guild_id` + `member`.
+//! Checked against discord/discord-api-spec (`specs/openapi.json`, v10):
+//! the route list from the file itself, and the request and response
+//! schemas through the model docs of a client generated from it
+//! (dc-api/dc-rest-typescript-axios; the spec is too large to read whole).
+//! Routes: `GET /gateway`, `PUT /applications/{application_id}/commands`
+//! and `.../guilds/{guild_id}/commands`, `POST /users/@me/channels`,
+//! `POST /channels/{channel_id}/messages`, `PATCH` and `DELETE
+//! /channels/{channel_id}/messages/{message_id}`, `POST
+//! /interactions/{interaction_id}/{interaction_token}/callback`, `POST
+//! /webhooks/{application_id}/{token}`, `PATCH
+//! /webhooks/{application_id}/{token}/messages/@original`. Schemas:
+//! CreatePrivateChannelRequest (`recipient_id`); the callback requests
+//! (Pong and DeferredUpdateMessage are `{type}` only, so the fake refuses a
+//! `data` that is not a message body; UpdateMessage's `data` is the
+//! IncomingWebhookUpdateForInteractionCallbackRequestPartial: `content,
+//! embeds, allowed_mentions, components, attachments, flags`);
+//! ButtonComponentForMessageRequest (`type, style, custom_id, label,
+//! disabled`); MessageAllowedMentionsRequest (`parse, users, roles,
+//! replied_user`); ApplicationCommandResponse (required `id,
+//! application_id, version, type, name, description`); RatelimitedResponse
+//! (`code, message, retry_after` in seconds, `global`). Form limits (2000
+//! characters, 5 rows of 5 buttons, `custom_id` up to 100, label up to 80)
+//! follow Discord's documentation; the fake answers 400/50035 past them.
+//! The gateway payloads follow Discord's gateway documentation and what
+//! serenity 0.12.5 needs to parse them (see /tmp/research/discord.md):
+//! READY with `v, user, guilds, session_id, resume_gateway_url,
+//! application{id,flags}`; MESSAGE_CREATE with `tts, mention_everyone,
+//! mentions, mention_roles, attachments, embeds, pinned, type, timestamp`;
+//! INTERACTION_CREATE with `id, application_id, type, token, version,
+//! channel_id, locale, entitlements, attachment_size_limit, data` and
+//! `user` or `guild_id` + `member`.
 
 use axum::Router;
 use axum::body::Bytes;
