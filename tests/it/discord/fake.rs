@@ -15,11 +15,10 @@
 //! `Retry-After` in the header, route-scoped or global), refuse deletes in a
 //! channel (403, code 50013) and refuse DMs to a user (403, code 50007).
 //!
-//! Checked against discord/discord-api-spec (`specs/openapi.json`, v10):
-//! the route list from the file itself, and the request and response
-//! schemas through the model docs of a client generated from it
-//! (dc-api/dc-rest-typescript-axios; the spec is too large to read whole).
-//! Routes: `GET /gateway`, `PUT /applications/{application_id}/commands`
+//! Checked against discord/discord-api-spec (`specs/openapi.json`, v10),
+//! read through the route list and model docs of a client generated from
+//! it (dc-api/dc-rest-typescript-axios; the spec is too large to read
+//! whole). Routes: `GET /gateway`, `PUT /applications/{application_id}/commands`
 //! and `.../guilds/{guild_id}/commands`, `POST /users/@me/channels`,
 //! `POST /channels/{channel_id}/messages`, `PATCH` and `DELETE
 //! /channels/{channel_id}/messages/{message_id}`, `POST
@@ -39,7 +38,7 @@
 //! characters, 5 rows of 5 buttons, `custom_id` up to 100, label up to 80)
 //! follow Discord's documentation; the fake answers 400/50035 past them.
 //! The gateway payloads follow Discord's gateway documentation and what
-//! serenity 0.12.5 needs to parse them (see /tmp/research/discord.md):
+//! serenity 0.12.5 needs to parse them (read in its source):
 //! READY with `v, user, guilds, session_id, resume_gateway_url,
 //! application{id,flags}`; MESSAGE_CREATE with `tts, mention_everyone,
 //! mentions, mention_roles, attachments, embeds, pinned, type, timestamp`;
