@@ -5,6 +5,7 @@ mod support;
 mod account_client;
 mod cli_chat;
 mod cli_config;
+mod discord;
 mod engine_props;
 mod engine_rules;
 mod flows_walk;

@@ -106,16 +106,18 @@ async fn a_user_who_blocked_the_bot_does_not_stall_the_others() {
 
 #[tokio::test]
 async fn a_store_failure_holds_the_offset_until_the_turn_commits() {
-    use sqlx::{Connection, Executor};
     let mut h = Harness::start_with(|s| s.database.busy_timeout_ms = 200).await;
     let u = TgUser::new(7401, "Lock");
     h.say(&u, "/start").await;
 
     // Another writer holds the database: the next turn cannot commit.
-    let mut blocker = sqlx::SqliteConnection::connect(&h.db.settings.url)
-        .await
-        .unwrap();
-    blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+    let path =
+        h.db.settings
+            .url
+            .trim_start_matches("sqlite://")
+            .to_string();
+    let blocker = rusqlite::Connection::open(path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let before = h.fake.messages_to(u.id).len();
     let id = h
         .fake
@@ -136,7 +138,7 @@ async fn a_store_failure_holds_the_offset_until_the_turn_commits() {
     assert!(!h.fake.confirmed(id), "the offset did not pass the update");
     assert_eq!(h.fake.messages_to(u.id).len(), before, "nothing was sent");
 
-    blocker.execute("ROLLBACK").await.unwrap();
+    blocker.execute_batch("ROLLBACK").unwrap();
     h.fake.wait_done(id).await;
     let replies = &h.fake.messages_to(u.id)[before..];
     assert_eq!(replies.len(), 1, "{}", texts(replies));
@@ -144,7 +146,7 @@ async fn a_store_failure_holds_the_offset_until_the_turn_commits() {
         h.position(&u).await.unwrap(),
         ("password_reset".into(), "start".into())
     );
-    blocker.close().await.unwrap();
+    drop(blocker);
     h.stop().await;
     h.assert_spec_clean();
 }
