@@ -144,15 +144,13 @@ impl Engine {
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply, EngineError> {
         let _turn = self.locks.lock(&inbound.key).await;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            if let Some(event) = &inbound.event_id
-                && let Some(seen) = self
-                    .store
-                    .processed_event(inbound.key.channel, event)
-                    .await?
-            {
+            let (seen, stored) = self
+                .store
+                .load_for_turn(&inbound.key, inbound.event_id.as_ref())
+                .await?;
+            if let Some(seen) = seen {
                 return Ok(self.duplicate_reply(&inbound, seen).await);
             }
-            let stored = self.store.load_conversation(&inbound.key).await?;
             let flows = self.flows();
             let now = self.clock.now_millis();
             let (mut conv, is_new) = match stored {

@@ -159,6 +159,23 @@ pub trait ConversationStore: Send + Sync {
         Ok(self.processed_event(channel, event).await?.is_some())
     }
 
+    /// What a turn starts from: the event's record (if it was processed)
+    /// and the conversation. One call, so a backend can read both at once.
+    async fn load_for_turn(
+        &self,
+        key: &ConversationKey,
+        event: Option<&EventId>,
+    ) -> Result<(Option<ProcessedEvent>, Option<StoredConversation>), StoreError> {
+        let processed = match event {
+            Some(e) => self.processed_event(key.channel, e).await?,
+            None => None,
+        };
+        if processed.is_some() {
+            return Ok((processed, None));
+        }
+        Ok((None, self.load_conversation(key).await?))
+    }
+
     /// The channel has sent the event's reply.
     async fn mark_reply_delivered(
         &self,

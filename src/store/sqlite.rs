@@ -380,6 +380,47 @@ impl ConversationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
+    async fn load_for_turn(
+        &self,
+        key: &ConversationKey,
+        event: Option<&EventId>,
+    ) -> Result<(Option<ProcessedEvent>, Option<StoredConversation>), StoreError> {
+        let key = key.clone();
+        let event = event.cloned();
+        self.run(move |conn| {
+            if let Some(event) = &event {
+                let seen = conn
+                    .prepare_cached(q::PROCESSED_EVENT)
+                    .and_then(|mut s| {
+                        s.query_row(params![key.channel.as_str(), event.as_str()], |r| {
+                            let delivered: Option<i64> = r.get(1)?;
+                            Ok(ProcessedEvent {
+                                reply: r.get(0)?,
+                                delivered: delivered.is_some(),
+                            })
+                        })
+                        .optional()
+                    })
+                    .map_err(db_err)?;
+                if seen.is_some() {
+                    return Ok((seen, None));
+                }
+            }
+            let conversation = conn
+                .prepare_cached(q::LOAD_CONVERSATION)
+                .and_then(|mut s| {
+                    s.query_row(params![key.channel.as_str(), key.chat, key.user], |r| {
+                        conversation_from_row(&key, r)
+                    })
+                    .optional()
+                })
+                .map_err(db_err)?;
+            Ok((None, conversation))
+        })
+        .await
+    }
+
     #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %turn.conversation.key.channel))]
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
         self.run(move |conn| commit_turn(conn, &turn)).await
