@@ -232,7 +232,7 @@ impl<'a> Turn<'a> {
         };
         let chosen = parse_payload(payload)
             .filter(|(nonce, _)| !conv.state.nonce.is_empty() && *nonce == conv.state.nonce)
-            .and_then(|(_, idx)| flows.step(&here).and_then(|s| s.buttons.get(idx)).cloned());
+            .and_then(|(_, idx)| flows.step(&here).and_then(|s| s.buttons.get(idx)));
         let Some(button) = chosen else {
             // Forged, stale, or someone else's: nothing changes.
             self.out.notice = Some(EXPIRED_BUTTON.into());
@@ -245,7 +245,7 @@ impl<'a> Turn<'a> {
             });
         }
         self.out.transcript_in = Some(format!("[pressed] {}", button.label));
-        self.press(conv, &button).await;
+        self.press(conv, button).await;
     }
 
     async fn press(&mut self, conv: &mut Conversation, button: &crate::flow::model::Button) {
@@ -300,19 +300,16 @@ impl<'a> Turn<'a> {
         if let Some(capture) = &step.capture
             && text::validate(capture, raw, redacted).is_some()
         {
-            let capture = capture.clone();
-            self.on_capture(conv, step, &capture, raw, redacted, &normalized)
+            self.on_capture(conv, step, capture, raw, redacted, &normalized)
                 .await;
             return;
         }
         if let Some(button) = text::match_button(&step.buttons, &normalized) {
-            let button = button.clone();
-            self.press(conv, &button).await;
+            self.press(conv, button).await;
             return;
         }
         if let Some(capture) = &step.capture {
-            let capture = capture.clone();
-            self.on_capture(conv, step, &capture, raw, redacted, &normalized)
+            self.on_capture(conv, step, capture, raw, redacted, &normalized)
                 .await;
             return;
         }
@@ -440,7 +437,6 @@ impl<'a> Turn<'a> {
                 target = flows.main();
                 continue;
             };
-            let step = step.clone();
             conv.flow = target.flow.clone();
             conv.step = target.step.clone();
             conv.state.retries = 0;
