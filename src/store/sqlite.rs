@@ -242,6 +242,39 @@ fn conversation_from_row(
     })
 }
 
+fn read_conversation(
+    conn: &Connection,
+    key: &ConversationKey,
+) -> Result<Option<StoredConversation>, StoreError> {
+    conn.prepare_cached(q::LOAD_CONVERSATION)
+        .and_then(|mut s| {
+            s.query_row(params![key.channel.as_str(), key.chat, key.user], |r| {
+                conversation_from_row(key, r)
+            })
+            .optional()
+        })
+        .map_err(db_err)
+}
+
+fn read_processed(
+    conn: &Connection,
+    channel: ChannelKind,
+    event: &EventId,
+) -> Result<Option<ProcessedEvent>, StoreError> {
+    conn.prepare_cached(q::PROCESSED_EVENT)
+        .and_then(|mut s| {
+            s.query_row(params![channel.as_str(), event.as_str()], |r| {
+                let delivered: Option<i64> = r.get(1)?;
+                Ok(ProcessedEvent {
+                    reply: r.get(0)?,
+                    delivered: delivered.is_some(),
+                })
+            })
+            .optional()
+        })
+        .map_err(db_err)
+}
+
 fn key_from_row(row: &Row<'_>, first: usize) -> Result<ConversationKey, StoreError> {
     let channel: String = row.get(first).map_err(db_err)?;
     Ok(ConversationKey {
@@ -367,17 +400,7 @@ impl ConversationStore for SqliteStore {
         key: &ConversationKey,
     ) -> Result<Option<StoredConversation>, StoreError> {
         let key = key.clone();
-        self.run(move |conn| {
-            conn.prepare_cached(q::LOAD_CONVERSATION)
-                .and_then(|mut s| {
-                    s.query_row(params![key.channel.as_str(), key.chat, key.user], |r| {
-                        conversation_from_row(&key, r)
-                    })
-                    .optional()
-                })
-                .map_err(db_err)
-        })
-        .await
+        self.run(move |conn| read_conversation(conn, &key)).await
     }
 
     #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
@@ -389,34 +412,12 @@ impl ConversationStore for SqliteStore {
         let key = key.clone();
         let event = event.cloned();
         self.run(move |conn| {
-            if let Some(event) = &event {
-                let seen = conn
-                    .prepare_cached(q::PROCESSED_EVENT)
-                    .and_then(|mut s| {
-                        s.query_row(params![key.channel.as_str(), event.as_str()], |r| {
-                            let delivered: Option<i64> = r.get(1)?;
-                            Ok(ProcessedEvent {
-                                reply: r.get(0)?,
-                                delivered: delivered.is_some(),
-                            })
-                        })
-                        .optional()
-                    })
-                    .map_err(db_err)?;
-                if seen.is_some() {
-                    return Ok((seen, None));
-                }
+            if let Some(event) = &event
+                && let Some(seen) = read_processed(conn, key.channel, event)?
+            {
+                return Ok((Some(seen), None));
             }
-            let conversation = conn
-                .prepare_cached(q::LOAD_CONVERSATION)
-                .and_then(|mut s| {
-                    s.query_row(params![key.channel.as_str(), key.chat, key.user], |r| {
-                        conversation_from_row(&key, r)
-                    })
-                    .optional()
-                })
-                .map_err(db_err)?;
-            Ok((None, conversation))
+            Ok((None, read_conversation(conn, &key)?))
         })
         .await
     }
@@ -433,21 +434,8 @@ impl ConversationStore for SqliteStore {
         event: &EventId,
     ) -> Result<Option<ProcessedEvent>, StoreError> {
         let event = event.clone();
-        self.run(move |conn| {
-            conn.prepare_cached(q::PROCESSED_EVENT)
-                .and_then(|mut s| {
-                    s.query_row(params![channel.as_str(), event.as_str()], |r| {
-                        let delivered: Option<i64> = r.get(1)?;
-                        Ok(ProcessedEvent {
-                            reply: r.get(0)?,
-                            delivered: delivered.is_some(),
-                        })
-                    })
-                    .optional()
-                })
-                .map_err(db_err)
-        })
-        .await
+        self.run(move |conn| read_processed(conn, channel, &event))
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(backend = "sqlite", %channel))]

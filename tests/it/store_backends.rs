@@ -565,15 +565,24 @@ async fn an_event_keeps_its_reply_until_it_is_marked_delivered() {
 async fn a_turn_loads_the_event_record_or_the_conversation_in_one_call() {
     on_each_backend("a_turn_loads_in_one_call", |store| async move {
         let k = key("lft");
-        let (seen, conv) = store.load_for_turn(&k, Some(&EventId::new("l1"))).await.unwrap();
+        let (seen, conv) = store
+            .load_for_turn(&k, Some(&EventId::new("l1")))
+            .await
+            .unwrap();
         assert!(seen.is_none() && conv.is_none());
         store
             .commit_turn(turn(conversation(&k, "s", 0, 1), Some("l1"), "x"))
             .await
             .unwrap();
-        let (seen, _) = store.load_for_turn(&k, Some(&EventId::new("l1"))).await.unwrap();
+        let (seen, _) = store
+            .load_for_turn(&k, Some(&EventId::new("l1")))
+            .await
+            .unwrap();
         assert!(seen.is_some(), "a processed event is reported");
-        let (seen, conv) = store.load_for_turn(&k, Some(&EventId::new("l2"))).await.unwrap();
+        let (seen, conv) = store
+            .load_for_turn(&k, Some(&EventId::new("l2")))
+            .await
+            .unwrap();
         assert!(seen.is_none());
         assert_eq!(conv.unwrap().version, 1);
         let (_, conv) = store.load_for_turn(&k, None).await.unwrap();
