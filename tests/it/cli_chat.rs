@@ -230,3 +230,56 @@ fn serve_never_falls_back_to_the_simulator_silently() {
     assert!(err.contains("account_api.base_url is not set"), "{err}");
     assert!(!err.contains("123:abc"));
 }
+
+#[tokio::test]
+async fn account_sim_serves_the_contract_and_refuses_requests_without_the_token() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_recoverbot"))
+        .env_clear()
+        .env("RECOVERBOT__SIMULATOR__TOKEN", "sim-token-for-test")
+        .args(["account-sim", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        assert!(
+            !line.contains("sim-token-for-test"),
+            "a configured token is not printed"
+        );
+        if let Some(u) = line.strip_prefix("account simulator listening on ") {
+            url = Some(u.to_string());
+        }
+        if line.starts_with("status page") {
+            break;
+        }
+    }
+    let url = url.expect("the simulator says where it listens");
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"email": "alice@example.com"});
+    let r = http
+        .post(format!("{url}/v1/password-resets"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{url}/v1/password-resets"))
+        .bearer_auth("sim-token-for-test")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let summary: Value = reqwest::get(format!("{url}/api/v2/summary.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["status"]["indicator"], "none");
+    child.kill().await.unwrap();
+}

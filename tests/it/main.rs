@@ -8,6 +8,7 @@ mod cli_config;
 mod discord;
 mod engine_props;
 mod engine_rules;
+mod flows_check;
 mod flows_walk;
 mod store_backends;
 mod telegram;

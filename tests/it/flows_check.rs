@@ -1,0 +1,240 @@
+//! `recoverbot flows check`: exit 0 on the default flows, exit 1 with a
+//! precise message (file, step, hint) for each kind of error.
+
+use std::path::Path;
+use std::process::Command;
+
+const MAIN: &str = r#"
+[flow]
+id = "main"
+title = "Menu"
+utility = true
+
+[[step]]
+id = "menu"
+say = "Hi!"
+buttons = [{ label = "Reset", goto = "reset:" }]
+
+[[step]]
+id = "clarify"
+say = "Which one?"
+buttons = [{ label = "Menu", goto = "menu" }]
+"#;
+
+const RESET: &str = r#"
+[flow]
+id = "reset"
+title = "Reset"
+triggers = ['reset']
+
+[[step]]
+id = "start"
+say = "Which address?"
+capture = { var = "email", validator = "email", on_fail = "main:menu" }
+next = "send"
+
+[[step]]
+id = "send"
+action = { name = "request_password_reset", on = { default = "done" } }
+
+[[step]]
+id = "done"
+say = "Sent to {email_masked}."
+end = true
+"#;
+
+/// Runs `flows check` on a directory holding main.toml and reset.toml,
+/// with `reset.toml` edited by `edit`.
+fn check_with(edit: impl Fn(&str) -> String) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.toml"), MAIN).unwrap();
+    std::fs::write(dir.path().join("reset.toml"), edit(RESET)).unwrap();
+    run_check(dir.path())
+}
+
+fn run_check(dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
+        .current_dir(dir)
+        .env_clear()
+        .args(["flows", "check", "."])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_error(edit: impl Fn(&str) -> String, needles: &[&str]) {
+    let (code, err) = check_with(edit);
+    assert_eq!(code, Some(1), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+    assert!(err.contains("(hint: "), "every error has a hint:\n{err}");
+}
+
+#[test]
+fn the_minimal_fixture_is_clean() {
+    let (code, err) = check_with(str::to_string);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn an_unknown_target_is_named_with_a_suggestion() {
+    assert_error(
+        |s| s.replace(r#"next = "send""#, r#"next = "sned""#),
+        &[
+            "reset.toml: step 'start': unknown target 'sned'",
+            "did you mean 'send'?",
+        ],
+    );
+}
+
+#[test]
+fn an_unreachable_step_is_reported() {
+    assert_error(
+        |s| format!("{s}\n[[step]]\nid = \"orphan\"\nsay = \"Nobody comes here.\"\nend = true\n"),
+        &["reset.toml: step 'orphan': step is unreachable"],
+    );
+}
+
+#[test]
+fn a_step_with_no_way_out_is_reported() {
+    assert_error(
+        |s| s.replace("end = true", ""),
+        &["reset.toml: step 'done': step has no way out"],
+    );
+}
+
+#[test]
+fn an_invalid_regex_is_reported() {
+    assert_error(
+        |s| s.replace("triggers = ['reset']", "triggers = ['(reset']"),
+        &["reset.toml: invalid trigger regex \"(reset\""],
+    );
+}
+
+#[test]
+fn an_unknown_action_is_reported() {
+    assert_error(
+        |s| s.replace("request_password_reset", "request_pasword_reset"),
+        &[
+            "reset.toml: step 'send': unknown action 'request_pasword_reset'",
+            "did you mean 'request_password_reset'?",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_validator_is_reported() {
+    assert_error(
+        |s| s.replace(r#"validator = "email""#, r#"validator = "emial""#),
+        &[
+            "reset.toml: step 'start': unknown validator 'emial'",
+            "email, code6, yes_no, choice, text",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_variable_is_reported() {
+    assert_error(
+        |s| s.replace("{email_masked}", "{emial_masked}"),
+        &[
+            "reset.toml: step 'done': unknown variable '{emial_masked}'",
+            "did you mean '{email_masked}'?",
+        ],
+    );
+}
+
+#[test]
+fn showing_a_captured_address_in_full_is_refused() {
+    assert_error(
+        |s| s.replace("{email_masked}", "{email}"),
+        &["reset.toml: step 'done': '{email}' would show a secret or an address in full"],
+    );
+}
+
+#[test]
+fn duplicate_step_ids_are_reported() {
+    assert_error(
+        |s| s.replace(r#"id = "done""#, r#"id = "send""#),
+        &["reset.toml: step 'send': duplicate step id"],
+    );
+}
+
+#[test]
+fn duplicate_flow_ids_are_reported() {
+    assert_error(
+        |s| s.replace(r#"id = "reset""#, r#"id = "main""#),
+        &["reset.toml: duplicate flow id 'main'", "already defined in"],
+    );
+}
+
+#[test]
+fn a_prompt_that_asks_for_a_password_is_refused() {
+    assert_error(
+        |s| {
+            s.replace(
+                "Which address?",
+                "Please type your password here so I can check it.",
+            )
+        },
+        &["reset.toml: step 'start': the prompt asks for a password"],
+    );
+}
+
+#[test]
+fn an_unrouted_action_outcome_is_reported() {
+    assert_error(
+        |s| s.replace("on = { default = \"done\" }", "on = { ok = \"done\" }"),
+        &[
+            "reset.toml: step 'send': action 'request_password_reset' does not route outcome(s): invalid, rate_limited, upstream_unavailable",
+        ],
+    );
+}
+
+#[test]
+fn a_syntax_error_names_the_line() {
+    assert_error(
+        |s| s.replace("[[step]]\nid = \"send\"", "[[step]\nid = \"send\""),
+        &["reset.toml: line "],
+    );
+}
+
+#[test]
+fn every_problem_is_listed_not_just_the_first() {
+    let (code, err) = check_with(|s| {
+        s.replace(r#"next = "send""#, r#"next = "nowhere""#)
+            .replace("request_password_reset", "no_such_action")
+    });
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown target 'nowhere'") && err.contains("unknown action 'no_such_action'"),
+        "{err}"
+    );
+    assert!(err.contains("2 problem(s)"), "{err}");
+}
+
+#[test]
+fn the_bot_refuses_to_start_on_broken_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.toml"), MAIN).unwrap();
+    std::fs::write(
+        dir.path().join("reset.toml"),
+        RESET.replace(r#"next = "send""#, r#"next = "x""#),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RECOVERBOT__ENGINE__FLOWS_DIR", dir.path())
+        .arg("chat")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the flow files have 1 problem(s)"), "{err}");
+    assert!(err.contains("unknown target 'x'"), "{err}");
+}
