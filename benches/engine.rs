@@ -4,7 +4,8 @@
 //! and once on the in-memory store (the engine alone). Prints turns/s and
 //! CPU microseconds per turn.
 //!
-//! `cargo bench --bench engine` (optionally `-- --conversations N`).
+//! `cargo bench --bench engine` (optionally `-- --conversations N` and
+//! `--store sqlite|memory`).
 //! The account actions answer instantly in-process: this measures the
 //! engine and the store, not the network.
 
@@ -146,6 +147,11 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(conversations);
     }
+    let only = args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "both".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,27 +167,31 @@ fn main() {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        settings.database.url = format!("sqlite://{}/bench.db", dir.path().display());
-        let sqlite = recoverbot::store::open(&settings.database)
-            .await
-            .expect("sqlite");
-        sqlite.migrate().await.expect("migrate");
-        run(
-            "sqlite (WAL, sync=NORMAL)",
-            sqlite.clone(),
-            &settings,
-            conversations,
-        )
-        .await;
-        sqlite.close().await;
+        if only != "memory" {
+            let dir = tempfile::tempdir().expect("tempdir");
+            settings.database.url = format!("sqlite://{}/bench.db", dir.path().display());
+            let sqlite = recoverbot::store::open(&settings.database)
+                .await
+                .expect("sqlite");
+            sqlite.migrate().await.expect("migrate");
+            run(
+                "sqlite (WAL, sync=NORMAL)",
+                sqlite.clone(),
+                &settings,
+                conversations,
+            )
+            .await;
+            sqlite.close().await;
+        }
 
-        run(
-            "in-memory (engine alone)",
-            Arc::new(MemoryStore::without_transcripts()),
-            &settings,
-            conversations,
-        )
-        .await;
+        if only != "sqlite" {
+            run(
+                "in-memory (engine alone)",
+                Arc::new(MemoryStore::without_transcripts()),
+                &settings,
+                conversations,
+            )
+            .await;
+        }
     });
 }

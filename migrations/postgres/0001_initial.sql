@@ -1,5 +1,6 @@
 -- recoverbot initial schema (PostgreSQL). Kept in step with sqlite/0001_initial.sql:
--- the same tables, columns and indexes; only the auto-increment syntax differs.
+-- the same tables, columns and indexes; the SQLite file differs in storage
+-- clauses only (auto-increment syntax, WITHOUT ROWID).
 -- Times are milliseconds since the Unix epoch (BIGINT); JSON is TEXT.
 
 CREATE TABLE conversations (

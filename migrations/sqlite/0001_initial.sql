@@ -1,5 +1,7 @@
 -- recoverbot initial schema (SQLite). Kept in step with postgres/0001_initial.sql:
--- the same tables, columns and indexes; only the auto-increment syntax differs.
+-- the same tables, columns and indexes. Differences are storage only: the
+-- auto-increment syntax, and WITHOUT ROWID on the small-row tables looked
+-- up by their primary key (one b-tree instead of two).
 -- Times are milliseconds since the Unix epoch (BIGINT); JSON is TEXT.
 
 CREATE TABLE conversations (
@@ -44,7 +46,7 @@ CREATE TABLE rate_limit_counters (
     window_end   BIGINT NOT NULL,
     hits         BIGINT NOT NULL,
     PRIMARY KEY (bucket, window_start)
-);
+) WITHOUT ROWID;
 CREATE INDEX rate_limit_counters_by_end ON rate_limit_counters (window_end);
 
 CREATE TABLE idempotency_records (
@@ -53,7 +55,7 @@ CREATE TABLE idempotency_records (
     created_at      BIGINT NOT NULL,
     response        TEXT,
     completed_at    BIGINT
-);
+) WITHOUT ROWID;
 CREATE INDEX idempotency_records_by_time ON idempotency_records (created_at);
 
 CREATE TABLE audit_log (

@@ -1,33 +1,40 @@
 //! One lock per conversation, so turns of a conversation run in order while
 //! different conversations run concurrently. Entries are removed when the
 //! last holder lets go, so the map only holds active conversations.
+//!
+//! Locks are found by a 64-bit hash of the key: two conversations whose
+//! hashes collide (practically never) would merely take turns, which is
+//! still correct, and no key is copied on this hot path.
 
 use crate::domain::ConversationKey;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 #[derive(Default)]
 pub struct KeyedLocks {
-    map: Mutex<HashMap<ConversationKey, Arc<AsyncMutex<()>>>>,
+    hasher: RandomState,
+    map: Mutex<HashMap<u64, Arc<AsyncMutex<()>>>>,
 }
 
 pub struct KeyedGuard<'a> {
     locks: &'a KeyedLocks,
-    key: ConversationKey,
+    slot: u64,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl KeyedLocks {
     pub async fn lock(&self, key: &ConversationKey) -> KeyedGuard<'_> {
+        let slot = self.hasher.hash_one(key);
         let lock = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
+            map.entry(slot).or_default().clone()
         };
         let guard = lock.lock_owned().await;
         KeyedGuard {
             locks: self,
-            key: key.clone(),
+            slot,
             guard: Some(guard),
         }
     }
@@ -44,10 +51,10 @@ impl Drop for KeyedGuard<'_> {
         drop(self.guard.take());
         // Only the map holds it now: nobody is waiting.
         if map
-            .get(&self.key)
+            .get(&self.slot)
             .is_some_and(|l| Arc::strong_count(l) == 1)
         {
-            map.remove(&self.key);
+            map.remove(&self.slot);
         }
     }
 }

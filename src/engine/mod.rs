@@ -203,6 +203,7 @@ impl Engine {
                 reply: inbound
                     .event_id
                     .as_ref()
+                    .filter(|_| self.store.keeps_replies())
                     .and_then(|_| serde_json::to_string(&reply.actions).ok()),
             };
             match self.store.commit_turn(commit).await {

@@ -159,6 +159,12 @@ pub trait ConversationStore: Send + Sync {
         Ok(self.processed_event(channel, event).await?.is_some())
     }
 
+    /// Whether replies are kept for redelivered events (the transactional
+    /// outbox). A store that cannot outlive the process has no use for them.
+    fn keeps_replies(&self) -> bool {
+        true
+    }
+
     /// What a turn starts from: the event's record (if it was processed)
     /// and the conversation. One call, so a backend can read both at once.
     async fn load_for_turn(

@@ -701,7 +701,13 @@ fn new_nonce() -> String {
 
 /// `rb1:<nonce>:<index>`: opaque to users, short enough for every platform.
 pub(super) fn payload(nonce: &str, idx: usize) -> String {
-    format!("{PAYLOAD_PREFIX}:{nonce}:{idx}")
+    let mut p = String::with_capacity(PAYLOAD_PREFIX.len() + nonce.len() + 4);
+    p.push_str(PAYLOAD_PREFIX);
+    p.push(':');
+    p.push_str(nonce);
+    p.push(':');
+    p.push_str(&idx.to_string());
+    p
 }
 
 fn parse_payload(payload: &str) -> Option<(&str, usize)> {

@@ -58,6 +58,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl ConversationStore for MemoryStore {
+    /// Nothing here survives the process, so there is no reply to resend
+    /// after a crash; a redelivery within the process gets nothing.
+    fn keeps_replies(&self) -> bool {
+        false
+    }
+
     async fn load_conversation(
         &self,
         key: &ConversationKey,

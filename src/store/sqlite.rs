@@ -116,6 +116,11 @@ impl SqliteStore {
             .map_err(connect_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(connect_err)?;
+        // Checkpoint every ~40 MB of WAL rather than every 4 MB: a busy
+        // conversation's page is then copied into the database once per
+        // checkpoint, not once per handful of turns.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+            .map_err(connect_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
