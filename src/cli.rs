@@ -334,23 +334,35 @@ async fn serve(settings: Settings) -> ExitCode {
     tokio::select! {
         () = shutdown_signal() => tracing::info!("stopping"),
         Some(result) = tasks.join_next() => {
-            if let Ok(Err(e)) = result {
-                eprintln!("recoverbot: {e:#}");
-                failed = true;
-            }
+            // A channel that stops on its own has failed, however it stopped.
+            report_task(result);
+            failed = true;
         }
     }
     trigger.fire();
     while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(e)) = result {
-            eprintln!("recoverbot: {e:#}");
-            failed = true;
-        }
+        failed |= report_task(result);
     }
     app.shut_down().await;
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Reports how a background task ended; `true` if it failed.
+fn report_task(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            eprintln!("recoverbot: {e:#}");
+            true
+        }
+        Err(e) if e.is_panic() => {
+            eprintln!("recoverbot: a channel crashed");
+            true
+        }
+        Err(_) => false,
     }
 }

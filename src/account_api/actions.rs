@@ -199,10 +199,7 @@ impl AccountActions for ApiActions {
                     Err(ApiError::Rejected { status: 403, .. }) => {
                         ActionResult::outcome(NOT_VERIFIED)
                     }
-                    Err(e) => match failure(&e) {
-                        r if r.outcome == RATE_LIMITED => ActionResult::unavailable(),
-                        r => r,
-                    },
+                    Err(e) => failure(&e),
                 }
             }
             ActionName::PlatformStatus => {

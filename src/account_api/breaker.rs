@@ -30,11 +30,24 @@ pub struct Breaker {
     inner: Mutex<Inner>,
 }
 
-/// Permission to make one call; report how it went.
+/// Permission to make one call; report how it went. A permit dropped
+/// unreported (the caller gave up waiting, the task was cancelled) counts as
+/// a failure: a service too slow to answer is not healthy, and a half-open
+/// probe slot must never stay taken.
 #[derive(Debug)]
 #[must_use]
-pub struct Permit {
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
     probe: bool,
+    reported: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.record_failure(self.probe);
+        }
+    }
 }
 
 impl Breaker {
@@ -74,21 +87,28 @@ impl Breaker {
     }
 
     /// `None` while open (or while half-open with all probes out).
-    pub fn try_acquire(&self) -> Option<Permit> {
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
         let mut inner = self.inner();
         self.refresh(&mut inner);
-        match inner.state {
-            BreakerState::Closed => Some(Permit { probe: false }),
-            BreakerState::Open => None,
+        let probe = match inner.state {
+            BreakerState::Closed => false,
+            BreakerState::Open => return None,
             BreakerState::HalfOpen if inner.probes_in_flight < self.probes => {
                 inner.probes_in_flight += 1;
-                Some(Permit { probe: true })
+                true
             }
-            BreakerState::HalfOpen => None,
-        }
+            BreakerState::HalfOpen => return None,
+        };
+        Some(Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        })
     }
 
-    pub fn success(&self, permit: Permit) {
+    /// The service answered properly.
+    pub fn success(&self, mut permit: Permit<'_>) {
+        permit.reported = true;
         let mut inner = self.inner();
         if permit.probe || inner.state == BreakerState::Closed {
             inner.state = BreakerState::Closed;
@@ -98,9 +118,26 @@ impl Breaker {
         }
     }
 
-    pub fn failure(&self, permit: Permit) {
-        let mut inner = self.inner();
+    /// The service failed (timeout, connection error, 5xx).
+    pub fn failure(&self, mut permit: Permit<'_>) {
+        permit.reported = true;
+        self.record_failure(permit.probe);
+    }
+
+    /// The service answered, but about the request rather than its health
+    /// (a 4xx, a 429): it is up, so a probe counts as a success.
+    pub fn neutral(&self, permit: Permit<'_>) {
         if permit.probe {
+            self.success(permit);
+        } else {
+            let mut permit = permit;
+            permit.reported = true;
+        }
+    }
+
+    fn record_failure(&self, probe: bool) {
+        let mut inner = self.inner();
+        if probe {
             inner.state = BreakerState::Open;
             inner.opened_at = Some(Instant::now());
             inner.probes_in_flight = 0;
@@ -111,14 +148,6 @@ impl Breaker {
             inner.state = BreakerState::Open;
             inner.opened_at = Some(Instant::now());
             tracing::warn!(failures = inner.failures, "account API circuit opened");
-        }
-    }
-
-    /// A call that ended without telling us about the service (e.g. a 4xx):
-    /// frees a probe slot without changing the state.
-    pub fn neutral(&self, permit: Permit) {
-        if permit.probe {
-            self.success(permit);
         }
     }
 }
@@ -152,6 +181,19 @@ mod tests {
         b.failure(p);
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.try_acquire().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_counts_as_a_failure_and_frees_its_slot() {
+        let b = Breaker::new(1, Duration::from_secs(5), 1);
+        b.failure(b.try_acquire().unwrap());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(b.try_acquire().expect("a probe")); // the caller gave up
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.try_acquire().expect("the slot is free again");
+        b.success(probe);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -345,8 +345,12 @@ impl AccountClient {
                     .map_err(|e| ApiError::Store(e.to_string()))?;
                 if let Some(response) = record.response {
                     tracing::debug!("replaying the recorded response of an earlier attempt");
-                    return serde_json::from_str(&response)
-                        .map_err(|e| ApiError::Protocol(format!("recorded response: {e}")));
+                    return serde_json::from_str(&response).map_err(|e| {
+                        ApiError::Protocol(format!(
+                            "recorded response is not readable ({:?})",
+                            e.classify()
+                        ))
+                    });
                 }
                 Some(record.key)
             }
@@ -418,8 +422,16 @@ impl AccountClient {
             }
             if status.is_success() {
                 self.breaker.success(permit);
-                let parsed: T = serde_json::from_str(&text)
-                    .map_err(|e| ApiError::Protocol(format!("HTTP {}: {e}", status.as_u16())))?;
+                let parsed: T = serde_json::from_str(&text).map_err(|e| {
+                    // serde quotes the offending value; say where, not what.
+                    ApiError::Protocol(format!(
+                        "HTTP {}: unexpected JSON ({:?} at line {} column {})",
+                        status.as_u16(),
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
                 if let Some(scope) = idempotency_scope
                     && let Err(e) = self
                         .idempotency

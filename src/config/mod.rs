@@ -60,7 +60,7 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` (created on first use) or `postgres://USER@HOST/DB`.
@@ -74,6 +74,19 @@ pub struct DatabaseSettings {
     pub connect_timeout_secs: u64,
     /// Apply pending migrations when the bot starts.
     pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &masked_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -177,11 +190,12 @@ impl Default for EngineSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccountApiSettings {
     /// The account service. Unset: `chat` runs the simulator in-process;
     /// `serve` refuses to start without it unless `use_simulator` is true.
+    #[serde(serialize_with = "mask_optional_url")]
     pub base_url: Option<String>,
     /// Bearer token for the account service.
     #[serde(serialize_with = "mask_secret")]
@@ -202,6 +216,21 @@ pub struct AccountApiSettings {
     pub breaker_half_open_probes: u32,
     /// The longest a user waits for an answer when the service is slow.
     pub answer_deadline_ms: u64,
+}
+
+impl std::fmt::Debug for AccountApiSettings {
+    // The base URL may carry credentials; the token is a SecretString.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountApiSettings")
+            .field("base_url", &self.base_url.as_deref().map(masked_url))
+            .field("token", &self.token)
+            .field("use_simulator", &self.use_simulator)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("answer_deadline_ms", &self.answer_deadline_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AccountApiSettings {
@@ -249,7 +278,7 @@ impl Default for RateLimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSettings {
     /// A Statuspage v2 base URL (`<url>/api/v2/summary.json`). Unset: the
@@ -257,6 +286,15 @@ pub struct StatusSettings {
     pub url: Option<String>,
     /// Component names whose incidents make login troubleshooting pointless.
     pub login_components: Vec<String>,
+}
+
+impl std::fmt::Debug for StatusSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusSettings")
+            .field("url", &self.url.as_deref().map(masked_url))
+            .field("login_components", &self.login_components)
+            .finish()
+    }
 }
 
 impl Default for StatusSettings {
@@ -431,15 +469,50 @@ fn mask_url_password<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&masked_url(value))
 }
 
-/// The URL with any password replaced by `********`, for display.
-pub fn masked_url(value: &str) -> String {
-    match url::Url::parse(value) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some(MASK));
-            url.to_string()
-        }
-        _ => value.to_string(),
+fn mask_optional_url<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&masked_url(v)),
+        None => s.serialize_none(),
     }
+}
+
+/// The URL with any password (in the authority or a `password`, `token`
+/// or `key` query parameter) replaced by `********`, for display.
+pub fn masked_url(value: &str) -> String {
+    let Ok(mut url) = url::Url::parse(value) else {
+        return value.to_string();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(MASK));
+    }
+    let secret_param = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        [
+            "password",
+            "passwd",
+            "token",
+            "secret",
+            "key",
+            "sslpassword",
+        ]
+        .iter()
+        .any(|p| k.contains(p))
+    };
+    if url.query_pairs().any(|(k, _)| secret_param(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_param(&k) {
+                    MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 impl Settings {
@@ -469,5 +542,15 @@ mod tests {
             "postgres://bot:********@db/recoverbot"
         );
         assert_eq!(masked_url("sqlite://data/x.db"), "sqlite://data/x.db");
+        let shown = masked_url("postgres://db/recoverbot?user=bot&password=hunter2");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("user=bot"),
+            "{shown}"
+        );
+        let mut settings = Settings::default();
+        settings.database.url = "postgres://bot:hunter2@db/x".into();
+        settings.account_api.base_url = Some("https://u:hunter2@accounts.example".into());
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert!(!settings.to_masked_toml().contains("hunter2"));
     }
 }

@@ -45,9 +45,22 @@ impl Email {
         &self.0
     }
 
-    /// The form used for per-address limits: the whole address lowercased.
+    /// The address lowercased.
     pub fn normalized(&self) -> String {
         self.0.to_lowercase()
+    }
+
+    /// The mailbox behind the address, for per-address limits: lowercased,
+    /// without a `+tag`, and for Gmail without dots (Gmail ignores both), so
+    /// `Jane.Doe+x@gmail.com` and `janedoe@googlemail.com` share one limit.
+    pub fn mailbox_key(&self) -> String {
+        let lower = self.normalized();
+        let (local, domain) = lower.rsplit_once('@').unwrap_or((&lower, ""));
+        let local = local.split('+').next().unwrap_or(local);
+        match domain {
+            "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
+            _ => format!("{local}@{domain}"),
+        }
     }
 
     pub fn domain(&self) -> &str {
@@ -78,6 +91,17 @@ mod tests {
         assert_eq!(e.as_str(), "Jane.Doe+x@example.com");
         assert_eq!(e.normalized(), "jane.doe+x@example.com");
         assert_eq!(e.masked(), "J***@example.com");
+    }
+
+    #[test]
+    fn aliases_of_one_mailbox_share_a_key() {
+        let key = |s: &str| Email::parse(s).unwrap().mailbox_key();
+        assert_eq!(
+            key("Jane.Doe+promo@Gmail.com"),
+            key("janedoe@googlemail.com")
+        );
+        assert_eq!(key("bob+x@example.com"), "bob@example.com");
+        assert_ne!(key("jane.doe@example.com"), key("janedoe@example.com"));
     }
 
     #[test]

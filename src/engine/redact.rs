@@ -135,16 +135,27 @@ static LONG_RANDOM: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Za-z0-9_-]{24,}
 static BACKUP_CODE: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)\b(?:[a-z0-9]{4,5}[- ][a-z0-9]{4,5}(?:[- ][a-z0-9]{4,5})?|\d{8,10})\b")
 });
-static ONE_TIME_CODE: LazyLock<Regex> =
-    LazyLock::new(|| re(r"\b(?:\d{6}|\d{3}[ -]\d{3}|\d{4}|\d{7})\b"));
-static EMAIL: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i)\b([a-z0-9._%+-])[a-z0-9._%+-]*@([a-z0-9-]+(?:\.[a-z0-9-]+)+)\b"));
+/// Six digits, optionally split 3-3: the shape of every one-time code we ask
+/// for. Shorter or longer numbers are times, years, order numbers.
+static ONE_TIME_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"\b(?:\d{6}|\d{3}[ -]\d{3})\b"));
+/// Any `local@domain.tld`, Unicode included (the same breadth `Email::parse`
+/// accepts), so no address escapes masking.
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(r#"([^\s@<>()\[\],;:"'`]+)@([^\s@<>()\[\],;:"'`]+\.[^\s@<>()\[\],;:"'`.]+)"#)
+});
 static URL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bhttps?://\S+"));
 
 /// Redacts secrets and masks e-mail addresses.
 pub fn redact(text: &str) -> Redacted {
     let mut found = Vec::new();
-    let mut out = text.to_string();
+    // Addresses first, so digits inside one ("12345678@qq.com") are not
+    // taken for a code.
+    let mut out = EMAIL
+        .replace_all(text, |c: &regex::Captures<'_>| {
+            let first: String = c[1].chars().take(1).collect();
+            format!("{first}***@{}", &c[2])
+        })
+        .into_owned();
 
     // Phrases first: they say outright that a password follows.
     out = PASSWORD_PHRASE
@@ -216,12 +227,6 @@ pub fn redact(text: &str) -> Redacted {
         out = words.join(" ");
     }
 
-    out = EMAIL
-        .replace_all(&out, |c: &regex::Captures<'_>| {
-            format!("{}***@{}", &c[1], &c[2])
-        })
-        .into_owned();
-
     found.sort();
     found.dedup();
     Redacted { text: out, found }
@@ -236,11 +241,14 @@ fn looks_like_password(word: &str) -> bool {
     }
     let lower = w.chars().any(|c| c.is_lowercase());
     let upper = w.chars().any(|c| c.is_uppercase());
+    let letter = lower || upper;
     let digit = w.chars().any(|c| c.is_ascii_digit());
-    let symbol = w.chars().any(|c| !c.is_alphanumeric());
-    let classes = [lower, upper, digit, symbol].iter().filter(|b| **b).count();
-    // Ordinary hyphenated or dotted words have only two classes.
-    classes >= 3 && (digit || symbol && upper)
+    // Hyphens, dots and underscores join ordinary words ("COVID-19",
+    // "v2.1.0"); other symbols are what password rules ask for.
+    let special = w
+        .chars()
+        .any(|c| !c.is_alphanumeric() && !matches!(c, '-' | '.' | '_' | '\''));
+    (special && digit && letter) || (upper && lower && digit && len >= 10)
 }
 
 #[cfg(test)]
@@ -297,5 +305,32 @@ mod tests {
         let r = redact("I use jane.doe@example.com");
         assert_eq!(r.text, "I use j***@example.com");
         assert!(!r.has_secret());
+        let r = redact("mine is 12345678@qq.com, or josé@münchen.de");
+        assert_eq!(r.text, "mine is 1***@qq.com, or j***@münchen.de");
+        assert!(!r.has_secret(), "{r:?}");
+    }
+
+    #[test]
+    fn everyday_numbers_and_words_are_not_secrets() {
+        for text in [
+            "meet at 1530",
+            "error 5001 on the page",
+            "my iPhone13 shows an error",
+            "COVID-19 closed the office",
+            "version v2.10.3 of the app",
+            "order 1234567 never arrived",
+        ] {
+            let r = redact(text);
+            assert!(!r.has_secret(), "{text} -> {r:?}");
+            assert_eq!(r.text, text);
+        }
+    }
+
+    #[test]
+    fn strong_looking_passwords_are_still_caught() {
+        for pw in ["Tr0ub4dor&3xyz", "Summer2024!", "CorrectHorse99Battery"] {
+            let r = redact(&format!("it is {pw} ok"));
+            assert!(r.found.contains(&SecretKind::Password), "{pw}: {r:?}");
+        }
     }
 }

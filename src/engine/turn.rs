@@ -142,6 +142,15 @@ impl<'a> Turn<'a> {
                 self.run_from(conv, restart).await;
                 return self.finish();
             }
+            // The step survived, but its buttons may have changed: a keyboard
+            // from before the edit must not press whatever now sits at its
+            // position. Show the step again with fresh buttons.
+            if matches!(input, Input::Button(_)) {
+                self.out.notice = Some(EXPIRED_BUTTON.into());
+                self.out.transcript_in = Some("[pressed a button from before an update]".into());
+                self.run_from(conv, here).await;
+                return self.finish();
+            }
         }
 
         match input {
@@ -637,7 +646,7 @@ impl<'a> Turn<'a> {
                     .and_then(|e| Email::parse(e).ok())
                 {
                     buckets.push((
-                        format!("{kind}:email:{}", text::bucket_hash(&email.normalized())),
+                        format!("{kind}:email:{}", text::bucket_hash(&email.mailbox_key())),
                         limits.reset_window_secs,
                         limits.resets_per_email,
                     ));
@@ -652,6 +661,15 @@ impl<'a> Turn<'a> {
             {
                 buckets.push((
                     format!("verify_code:conversation:{}", self.env.key),
+                    limits.verification_window_secs,
+                    limits.verification_attempts_per_conversation,
+                ));
+            }
+            // Each diagnosis says yes or no about a code: without a limit it
+            // would be an oracle for guessing authenticator codes.
+            ActionName::DiagnoseTwoFactor => {
+                buckets.push((
+                    format!("diagnose:conversation:{}", self.env.key),
                     limits.verification_window_secs,
                     limits.verification_attempts_per_conversation,
                 ));

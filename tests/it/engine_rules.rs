@@ -387,3 +387,66 @@ async fn a_redelivered_event_whose_reply_was_never_confirmed_gets_that_reply_aga
     let third = bot.engine().handle(ask(event)).await.unwrap();
     assert!(third.duplicate && third.actions.is_empty());
 }
+
+#[tokio::test]
+async fn a_button_from_before_a_flow_edit_shows_the_step_again_instead_of_pressing_blindly() {
+    let clock = Arc::new(TestClock(AtomicI64::new(1_000_000)));
+    let engine = offline_engine(clock, 3600);
+    let key = ConversationKey::new(ChannelKind::Console, "c", "old-keyboard");
+    let r = engine
+        .handle(Inbound {
+            input: Input::Text("I forgot my password".into()),
+            ..inbound("old-keyboard", "")
+        })
+        .await
+        .unwrap();
+    let first = r.buttons()[0].payload.clone(); // "Send me a reset link"
+    // The edit swaps the first two buttons of the step the user is at.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(flows_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let body = std::fs::read_to_string(&path).unwrap().replace(
+            "  { label = \"Send me a reset link\", goto = \"ask_email\" },\n  { label = \"I already asked, no mail came\", goto = \"check_inbox\" },",
+            "  { label = \"I already asked, no mail came\", goto = \"check_inbox\" },\n  { label = \"Send me a reset link\", goto = \"ask_email\" },",
+        );
+        std::fs::write(dir.path().join(path.file_name().unwrap()), body).unwrap();
+    }
+    engine.replace_flows(recoverbot::flow::load_dir(dir.path()).unwrap());
+    let r = engine
+        .handle(Inbound {
+            key: key.clone(),
+            input: Input::Button(first),
+            ..inbound("old-keyboard", "")
+        })
+        .await
+        .unwrap();
+    assert_eq!(at(&r), ("password_reset", "start"), "nothing was pressed");
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Outbound::Notice { .. }))
+    );
+    assert_eq!(
+        r.buttons()[0].label,
+        "I already asked, no mail came",
+        "fresh buttons"
+    );
+}
+
+#[tokio::test]
+async fn aliases_of_one_mailbox_share_the_reset_limit() {
+    let bot = TestBot::start_with(|s| {
+        s.rate_limits.resets_per_email = 1;
+        s.rate_limits.resets_per_user = 100;
+    })
+    .await;
+    for (user, address, expected) in [
+        ("a1", "jane.doe+shop@gmail.com", "sent"),
+        ("a2", "JaneDoe@googlemail.com", "rate_limited"),
+    ] {
+        bot.say(user, "I forgot my password").await;
+        bot.press(user, "Send me a reset link").await;
+        let r = bot.say(user, address).await;
+        assert_eq!(r.step, expected, "{address}");
+    }
+}

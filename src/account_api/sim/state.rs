@@ -16,6 +16,8 @@ pub const VERIFICATION_TTL_MINUTES: i64 = 10;
 pub const VERIFICATION_ATTEMPTS: u32 = 5;
 pub const VERIFIED_ACCESS_MINUTES: i64 = 30;
 pub const DRIFT_WINDOW_STEPS: i32 = 10;
+/// Mails kept for `/_sim/outbox`.
+const MAX_OUTBOX: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -303,6 +305,10 @@ impl World {
         };
         if let Some(tx) = &self.mail_tx {
             let _ = tx.send(mail.clone());
+        }
+        // A demo can run for days: keep the newest mails only.
+        if self.outbox.len() >= MAX_OUTBOX {
+            self.outbox.drain(..MAX_OUTBOX / 2);
         }
         self.outbox.push(mail);
     }

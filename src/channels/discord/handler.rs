@@ -121,7 +121,9 @@ impl Core {
     /// A server message: only a pasted secret or a mention of the bot
     /// concern it; everything else is ignored.
     async fn on_guild_message(&self, cache: &Cache, guild: GuildId, msg: Message) {
-        let secret = redact::redact(&msg.content).has_secret();
+        // In a public channel only what is clearly a secret counts: a bare
+        // number ("meet at 1530", an order id) must not get a message deleted.
+        let secret = redact::redact(&msg.content).has_secret_besides_codes();
         let me = self.bot_user.get().copied();
         let mentioned = me.is_some_and(|me| msg.mentions.iter().any(|u| u.id == me));
         if !secret && !mentioned {
