@@ -315,10 +315,13 @@ fn error_body(status: u16, code: &str, message: &str) -> (u16, String) {
 
 // ---- /v1 ------------------------------------------------------------------
 
-async fn create_reset(
-    State(sim): State<Sim>,
-    headers: HeaderMap,
+/// A request that mails an address (a reset link, a code): 422 for a
+/// malformed address, 429 past the per-address limit, 202 otherwise.
+fn mail_request<T: serde::Serialize>(
+    sim: &Sim,
+    headers: &HeaderMap,
     body: Option<Json<EmailBody>>,
+    send: impl FnOnce(&mut World, &Email) -> Result<T, u64>,
 ) -> Response {
     let Some(Json(body)) = body else {
         return error(
@@ -327,20 +330,21 @@ async fn create_reset(
             "expected {\"email\": ...}",
         );
     };
-    idempotent(&sim, &headers, |w| match Email::parse(&body.email) {
+    idempotent(sim, headers, |w| match Email::parse(&body.email) {
         Err(_) => error_body(422, "invalid_email", "that is not a valid e-mail address"),
-        Ok(email) => match w.request_reset(&email) {
+        Ok(email) => match send(w, &email) {
             Ok(accepted) => body_of(202, &accepted),
             Err(retry) => (429, serde_json::json!({ "retry_after": retry }).to_string()),
         },
     })
 }
 
-async fn get_reset(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
-    match sim.world().reset_status(&id) {
-        Some(status) => (StatusCode::OK, Json(status)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such reset"),
-    }
+async fn create_reset(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Option<Json<EmailBody>>,
+) -> Response {
+    mail_request(&sim, &headers, body, World::request_reset)
 }
 
 async fn create_verification(
@@ -348,20 +352,14 @@ async fn create_verification(
     headers: HeaderMap,
     body: Option<Json<EmailBody>>,
 ) -> Response {
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"email\": ...}",
-        );
-    };
-    idempotent(&sim, &headers, |w| match Email::parse(&body.email) {
-        Err(_) => error_body(422, "invalid_email", "that is not a valid e-mail address"),
-        Ok(email) => match w.start_verification(&email) {
-            Ok(started) => body_of(202, &started),
-            Err(retry) => (429, serde_json::json!({ "retry_after": retry }).to_string()),
-        },
-    })
+    mail_request(&sim, &headers, body, World::start_verification)
+}
+
+async fn get_reset(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    match sim.world().reset_status(&id) {
+        Some(status) => (StatusCode::OK, Json(status)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such reset"),
+    }
 }
 
 async fn confirm_verification(
