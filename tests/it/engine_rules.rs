@@ -2,7 +2,7 @@
 //! secret hygiene, restarts, rate limits, slow services.
 
 use crate::support::bot::{TestBot, at, flows_dir, test_settings, text};
-use crate::support::db::SqliteDb;
+use crate::support::db::{SqliteDb, contains, database_bytes};
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
 use recoverbot::engine::{Clock, Engine, EngineConfig, Inbound, Input, NoAccountService, Outbound};
 use recoverbot::store::MemoryStore;
@@ -177,22 +177,6 @@ async fn after_a_flow_edit_a_conversation_carries_on_or_restarts_with_an_apology
         "its step still exists: carry on"
     );
     assert!(!text(&r).contains("updated"));
-}
-
-/// Every byte SQLite keeps for this database: the file and its WAL.
-fn database_bytes(db: &SqliteDb) -> Vec<u8> {
-    let path = db.settings.url.trim_start_matches("sqlite://").to_string();
-    let mut bytes = std::fs::read(&path).unwrap();
-    if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
-        bytes.extend(wal);
-    }
-    bytes
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]

@@ -161,6 +161,19 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
+/// The JSON body, or a 400 in the contract's error format when it is
+/// missing or malformed (`message` says what was expected).
+fn required<T>(body: Option<Json<T>>, message: &str) -> Result<T, Box<Response>> {
+    match body {
+        Some(Json(b)) => Ok(b),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            message,
+        ))),
+    }
+}
+
 fn json_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -323,12 +336,9 @@ fn mail_request<T: serde::Serialize>(
     body: Option<Json<EmailBody>>,
     send: impl FnOnce(&mut World, &Email) -> Result<T, u64>,
 ) -> Response {
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"email\": ...}",
-        );
+    let body = match required(body, "expected {\"email\": ...}") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     idempotent(sim, headers, |w| match Email::parse(&body.email) {
         Err(_) => error_body(422, "invalid_email", "that is not a valid e-mail address"),
@@ -368,12 +378,9 @@ async fn confirm_verification(
     headers: HeaderMap,
     body: Option<Json<CodeBody>>,
 ) -> Response {
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"code\": ...}",
-        );
+    let body = match required(body, "expected {\"code\": ...}") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     idempotent(&sim, &headers, |w| match w.confirm(&id, body.code.trim()) {
         ConfirmOutcome::Result(r) => body_of(200, &r),
@@ -408,12 +415,9 @@ async fn diagnose(
     headers: HeaderMap,
     body: Option<Json<CodeBody>>,
 ) -> Response {
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"code\": ...}",
-        );
+    let body = match required(body, "expected {\"code\": ...}") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     idempotent(&sim, &headers, |w| {
         match w.diagnose(&id, body.code.trim()) {
@@ -562,12 +566,12 @@ async fn list_incidents(State(sim): State<Sim>) -> Response {
 }
 
 async fn create_incident(State(sim): State<Sim>, body: Option<Json<NewIncident>>) -> Response {
-    let Some(Json(new)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"name\", \"status\", \"impact\", \"components\", \"body\"}",
-        );
+    let new = match required(
+        body,
+        "expected {\"name\", \"status\", \"impact\", \"components\", \"body\"}",
+    ) {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     if !INCIDENT_STATUSES.contains(&new.status.as_str()) || !IMPACTS.contains(&new.impact.as_str())
     {
@@ -603,12 +607,9 @@ async fn update_incident(
     Path(id): Path<String>,
     body: Option<Json<IncidentChange>>,
 ) -> Response {
-    let Some(Json(change)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected {\"status\", \"body\"}",
-        );
+    let change = match required(body, "expected {\"status\", \"body\"}") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     if !INCIDENT_STATUSES.contains(&change.status.as_str()) {
         return error(
@@ -638,12 +639,9 @@ async fn get_faults(State(sim): State<Sim>) -> Response {
 }
 
 async fn set_faults(State(sim): State<Sim>, body: Option<Json<Faults>>) -> Response {
-    let Some(Json(faults)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected a faults object",
-        );
+    let faults = match required(body, "expected a faults object") {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     if !(0.0..=1.0).contains(&faults.error_rate) {
         return error(

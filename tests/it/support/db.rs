@@ -135,3 +135,20 @@ where
         announce(&format!("ran PostgreSQL half of `{name}`"));
     }
 }
+
+/// Every byte SQLite keeps for this database: the file and its WAL (to prove
+/// something was never written, in any form).
+pub fn database_bytes(db: &SqliteDb) -> Vec<u8> {
+    let path = db.settings.url.trim_start_matches("sqlite://").to_string();
+    let mut bytes = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}

@@ -219,19 +219,3 @@ pub fn texts(messages: &[BotMessage]) -> String {
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
-
-/// Bytes of the SQLite database and its WAL.
-pub fn database_bytes(db: &SqliteDb) -> Vec<u8> {
-    let path = db.settings.url.trim_start_matches("sqlite://").to_string();
-    let mut bytes = std::fs::read(&path).unwrap();
-    if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
-        bytes.extend(wal);
-    }
-    bytes
-}
-
-pub fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}

@@ -1,7 +1,8 @@
 //! A secret pasted in a private chat is deleted there and never stored.
 
 use super::fake_server::{TgChat, TgUser};
-use super::harness::{Harness, contains, database_bytes};
+use super::harness::Harness;
+use crate::support::db::{contains, database_bytes};
 
 #[tokio::test]
 async fn a_pasted_password_is_deleted_warned_about_and_not_stored() {
