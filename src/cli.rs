@@ -5,7 +5,9 @@
 //! reported as one line on stderr, never a panic or a backtrace.
 
 use crate::channels::console::{Console, ConsoleMode};
+use crate::channels::console_transport::ConsoleTransport;
 use crate::config::{self, ConfigError, Settings};
+use crate::domain::ChannelKind;
 use crate::flow::graph::GraphFormat;
 use crate::startup::{AccountMode, App, StartError, shutdown_signal};
 use crate::{flow, store};
@@ -201,7 +203,20 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
     };
     tracing::info!("{}", app.account_api_description);
     let mode = ConsoleMode::detect(jsonl);
-    let mut console = Console::new(app.engine.clone(), user, mode);
+    let (transport, mut shown) = ConsoleTransport::new();
+    app.delivery
+        .register(ChannelKind::Console, std::sync::Arc::new(transport))
+        .await;
+    // What an interrupted earlier session queued goes out now, unshown:
+    // that terminal is gone, and this one starts clean.
+    let settle = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while app.delivery.busy_chats() > 0 && tokio::time::Instant::now() < settle {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    while shown.try_recv().is_ok() {}
+    let (stop_delivery, delivery_shutdown) = crate::shutdown::channel();
+    let delivery = app.spawn_delivery(delivery_shutdown);
+    let mut console = Console::new(app.engine.clone(), shown, user, mode);
     if let Some(sim) = &app.simulator {
         console = console.with_simulated_mail(sim.mails());
         if mode == ConsoleMode::Interactive {
@@ -211,6 +226,8 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
         }
     }
     let result = console.run(shutdown_signal()).await;
+    stop_delivery.fire();
+    let _ = delivery.await;
     app.shut_down().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -316,9 +333,11 @@ async fn serve(settings: Settings) -> ExitCode {
         )
         .map(|()| Ok(())),
     );
+    let delivery = app.spawn_delivery(shutdown.clone());
     if telegram {
         tasks.spawn(crate::channels::telegram::run(
             app.engine.clone(),
+            app.delivery.clone(),
             app.settings.telegram.clone(),
             shutdown.clone(),
         ));
@@ -326,6 +345,7 @@ async fn serve(settings: Settings) -> ExitCode {
     if discord {
         tasks.spawn(crate::channels::discord::run(
             app.engine.clone(),
+            app.delivery.clone(),
             app.settings.discord.clone(),
             shutdown.clone(),
         ));
@@ -343,6 +363,7 @@ async fn serve(settings: Settings) -> ExitCode {
     while let Some(result) = tasks.join_next().await {
         failed |= report_task(result);
     }
+    let _ = delivery.await;
     app.shut_down().await;
     if failed {
         ExitCode::FAILURE

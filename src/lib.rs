@@ -22,6 +22,7 @@ pub mod account_api;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod flow;

@@ -6,6 +6,7 @@ use crate::account_api::sim::{self, RunningSim};
 use crate::account_api::statuspage::StatusReader;
 use crate::account_api::{AccountClient, ApiActions, ClientOptions};
 use crate::config::Settings;
+use crate::delivery::{Delivery, DeliverySettings};
 use crate::engine::{AccountActions, Engine, EngineConfig};
 use crate::flow::{self, Diagnostic};
 use crate::store::{self, Database, OpenError};
@@ -50,6 +51,9 @@ pub struct App {
     pub settings: Settings,
     pub store: Arc<dyn Database>,
     pub engine: Arc<Engine>,
+    /// Sends what the engine (and later the desk and the announcer) queue;
+    /// started by [`App::spawn_delivery`], fed by each channel's transport.
+    pub delivery: Arc<Delivery>,
     /// The in-process simulator, when the bot runs against it.
     pub simulator: Option<RunningSim>,
     /// A line for the operator: which account API is in use.
@@ -72,16 +76,27 @@ impl App {
             actions,
             EngineConfig::from_settings(&settings),
         ));
+        let delivery = Delivery::new(store.clone(), DeliverySettings::default());
+        engine.set_waker(Arc::new(delivery.clone()));
         Ok(Self {
             settings,
             store,
             engine,
+            delivery,
             simulator,
             account_api_description: description,
         })
     }
 
     /// Stops background parts and closes the database.
+    /// Runs delivery until `shutdown` fires.
+    pub fn spawn_delivery(
+        &self,
+        shutdown: crate::shutdown::Shutdown,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.delivery.clone().run(shutdown))
+    }
+
     pub async fn shut_down(self) {
         if let Some(sim) = self.simulator {
             sim.stop().await;
@@ -193,6 +208,9 @@ pub async fn purge_periodically(
             // Idempotency keys must outlive any redelivery of their event.
             idempotency: now - dedupe.max(24 * hour),
             rate_limits: now,
+            // Delivered messages: kept as long as dedupe records, so a
+            // late proof of arrival still finds its entry.
+            outbox: now - dedupe,
         };
         match store.purge(before).await {
             Ok(report) => tracing::info!(?report, "purged old records"),

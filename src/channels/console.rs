@@ -4,15 +4,24 @@
 //! label), one message per line when piped, and `--jsonl` for scripts:
 //! input lines `{"text": "..."}` or `{"press": "<label>"}`, one output line
 //! per reply `{"text", "buttons", "flow", "step", ...}`.
+//!
+//! Like every channel it only hands turns to the engine; what it prints
+//! comes back through delivery ([`ConsoleTransport`](super::console_transport::ConsoleTransport)),
+//! collected per turn so each reply prints as one block (or one line).
 
+use super::console_transport::Shown;
 use crate::account_api::sim::SimMail;
-use crate::domain::{ChannelKind, ConversationKey};
+use crate::domain::{ChannelKind, ConversationKey, MessageRef};
 use crate::engine::{Engine, Inbound, Input, OutButton, Outbound, Reply};
 use serde::Deserialize;
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+
+/// How long a turn's messages may take to come back from delivery.
+const DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsoleMode {
@@ -58,6 +67,8 @@ struct JsonReply<'a> {
 
 pub struct Console {
     engine: Arc<Engine>,
+    /// What delivery sent to this console, in order.
+    shown: mpsc::UnboundedReceiver<Shown>,
     /// Mails of the in-process account simulator, shown after each reply.
     sim_mail: Option<broadcast::Receiver<SimMail>>,
     key: ConversationKey,
@@ -67,9 +78,15 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(engine: Arc<Engine>, user: &str, mode: ConsoleMode) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        shown: mpsc::UnboundedReceiver<Shown>,
+        user: &str,
+        mode: ConsoleMode,
+    ) -> Self {
         Self {
             engine,
+            shown,
             sim_mail: None,
             key: ConversationKey::new(ChannelKind::Console, "console", user),
             mode,
@@ -181,16 +198,17 @@ impl Console {
         let inbound = Inbound {
             key: self.key.clone(),
             event_id: None,
-            message_id: Some(format!("line-{}", self.line_no)),
+            message_id: Some(MessageRef::new(format!("line-{}", self.line_no))),
             locale: None,
             input,
         };
         match self.engine.handle(inbound).await {
             Ok(reply) => {
-                if !reply.buttons().is_empty() || reply.text().is_some() {
-                    self.buttons = reply.buttons().to_vec();
+                let shown = self.delivered(&reply).await;
+                if !shown.buttons().is_empty() || shown.text().is_some() {
+                    self.buttons = shown.buttons().to_vec();
                 }
-                self.write_reply(out, &reply).await?;
+                self.write_reply(out, &reply, &shown).await?;
                 self.write_mails(out).await?;
             }
             Err(e) => {
@@ -202,25 +220,45 @@ impl Console {
         Ok(())
     }
 
+    /// The turn's messages as delivery sent them: one item per queued
+    /// action (every action but the notice, which is the console's own
+    /// acknowledgement).
+    async fn delivered(&mut self, reply: &Reply) -> Delivered {
+        let expected = reply
+            .actions
+            .iter()
+            .filter(|a| !matches!(a, Outbound::Notice { .. }))
+            .count();
+        let mut items = Vec::with_capacity(expected);
+        while items.len() < expected {
+            match tokio::time::timeout(DELIVERY_WAIT, self.shown.recv()).await {
+                Ok(Some(item)) => items.push(item),
+                _ => {
+                    tracing::warn!("a reply did not come back from delivery in time");
+                    break;
+                }
+            }
+        }
+        Delivered(items)
+    }
+
     async fn write_reply<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
         reply: &Reply,
+        shown: &Delivered,
     ) -> std::io::Result<()> {
         let notice = reply.actions.iter().find_map(|a| match a {
             Outbound::Notice { text } => Some(text.as_str()),
             _ => None,
         });
-        let deleted = reply
-            .actions
-            .iter()
-            .any(|a| matches!(a, Outbound::DeleteMessage { .. }));
+        let deleted = shown.0.iter().any(|s| *s == Shown::Deleted);
         let mut s = String::new();
         match self.mode {
             ConsoleMode::Jsonl => {
                 let line = JsonReply {
-                    text: reply.text().unwrap_or_default(),
-                    buttons: reply.buttons().iter().map(|b| b.label.as_str()).collect(),
+                    text: shown.text().unwrap_or_default(),
+                    buttons: shown.buttons().iter().map(|b| b.label.as_str()).collect(),
                     flow: &reply.flow,
                     step: &reply.step,
                     notice,
@@ -237,14 +275,14 @@ impl Console {
                 if let Some(n) = notice {
                     s.push_str(&format!("[{n}]\n"));
                 }
-                if let Some(text) = reply.text() {
+                if let Some(text) = shown.text() {
                     for (i, line) in text.lines().enumerate() {
                         s.push_str(if i == 0 { "bot> " } else { "     " });
                         s.push_str(line);
                         s.push('\n');
                     }
                 }
-                for (i, b) in reply.buttons().iter().enumerate() {
+                for (i, b) in shown.buttons().iter().enumerate() {
                     s.push_str(&format!("     [{}] {}\n", i + 1, b.label));
                 }
             }
@@ -300,5 +338,31 @@ impl Console {
         };
         out.write_all(s.as_bytes()).await?;
         out.flush().await
+    }
+}
+
+/// What delivery showed for one turn.
+struct Delivered(Vec<Shown>);
+
+impl Delivered {
+    /// The text of the first message.
+    fn text(&self) -> Option<&str> {
+        self.0.iter().find_map(|s| match s {
+            Shown::Message { text, .. } => Some(text.as_str()),
+            Shown::Notice(text) => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The buttons of the last message.
+    fn buttons(&self) -> &[OutButton] {
+        self.0
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Shown::Message { buttons, .. } => Some(buttons.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 }

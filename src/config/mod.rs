@@ -336,6 +336,11 @@ pub struct TelegramSettings {
     /// Checked against `X-Telegram-Bot-Api-Secret-Token` on every request.
     #[serde(serialize_with = "mask_secret")]
     pub webhook_secret: Option<SecretString>,
+    /// A bot-wide cap on replies, messages per second; 0 = none (replies
+    /// are paced per chat and by Telegram's 429s).
+    pub max_messages_per_second: u32,
+    /// The bot-wide cap on bulk sends (announcements, subscriber notices).
+    pub bulk_messages_per_second: u32,
 }
 
 impl Default for TelegramSettings {
@@ -349,6 +354,8 @@ impl Default for TelegramSettings {
             webhook_listen: "127.0.0.1:8443".into(),
             webhook_url: None,
             webhook_secret: None,
+            max_messages_per_second: 0,
+            bulk_messages_per_second: 25,
         }
     }
 }
@@ -367,6 +374,11 @@ pub struct DiscordSettings {
     pub interactions_listen: String,
     /// The application's public key (hex), from the developer portal.
     pub public_key: Option<String>,
+    /// A bot-wide cap on reply requests per second; 0 = none (Discord's
+    /// per-route buckets and 429s pace replies).
+    pub max_requests_per_second: u32,
+    /// The bot-wide cap on bulk sends (announcements, subscriber notices).
+    pub bulk_requests_per_second: u32,
 }
 
 impl Default for DiscordSettings {
@@ -379,6 +391,8 @@ impl Default for DiscordSettings {
             interactions_endpoint: false,
             interactions_listen: "127.0.0.1:8080".into(),
             public_key: None,
+            max_requests_per_second: 0,
+            bulk_requests_per_second: 40,
         }
     }
 }

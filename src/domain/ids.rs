@@ -56,9 +56,60 @@ impl ConversationKey {
     }
 }
 
+impl ConversationKey {
+    /// The chat this conversation happens in: where its replies go.
+    pub fn chat_ref(&self) -> ChatRef {
+        ChatRef::new(self.channel, self.chat.clone())
+    }
+}
+
 impl fmt::Display for ConversationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.channel, self.chat, self.user)
+    }
+}
+
+/// A chat on a channel: where an outgoing message goes. A private chat, a
+/// DM (`dm:<user>` on Discord), a group or an announcement channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChatRef {
+    pub channel: ChannelKind,
+    pub chat: String,
+}
+
+impl ChatRef {
+    pub fn new(channel: ChannelKind, chat: impl Into<String>) -> Self {
+        Self {
+            channel,
+            chat: chat.into(),
+        }
+    }
+}
+
+impl fmt::Display for ChatRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.channel, self.chat)
+    }
+}
+
+/// A platform's id of one message in a chat (Telegram `message_id`,
+/// Discord snowflake), as text. Meaningful only with its [`ChatRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageRef(String);
+
+impl MessageRef {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

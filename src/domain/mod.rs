@@ -5,7 +5,7 @@ mod email;
 mod ids;
 
 pub use email::{Email, EmailError};
-pub use ids::{AccountId, ChannelKind, ConversationKey, EventId, OneTimeCode};
+pub use ids::{AccountId, ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, OneTimeCode};
 
 /// Milliseconds since the Unix epoch: how the store keeps every time.
 pub type Millis = i64;

@@ -22,17 +22,20 @@ mod text;
 mod turn;
 
 pub use actions::{AccountActions, ActionRequest, ActionResult, NoAccountService};
-pub use messages::{Inbound, Input, OutButton, Outbound, Reply};
+pub use messages::{Envelope, Inbound, Input, Lane, OutButton, Outbound, Reply};
 pub use state::{EngineState, Verified};
 
 use crate::config::{RateLimitSettings, Settings};
-use crate::domain::{Millis, now_millis};
+use crate::domain::{ChannelKind, ChatRef, EventId, Millis, now_millis};
 use crate::flow::FlowSet;
-use ports::{Direction, Store, StoreError, StoredConversation, TranscriptEntry, TurnCommit};
+use ports::{
+    Direction, OutboxWaker, Store, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+};
 use state::Conversation;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
+pub use turn::EXPIRED_BUTTON;
 use turn::{Turn, TurnEnv};
 
 /// Where the engine reads the time (a test can move it).
@@ -96,6 +99,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     locks: locks::KeyedLocks,
+    waker: OnceLock<Arc<dyn OutboxWaker>>,
 }
 
 impl Engine {
@@ -122,6 +126,25 @@ impl Engine {
             clock,
             config,
             locks: locks::KeyedLocks::default(),
+            waker: OnceLock::new(),
+        }
+    }
+
+    /// Who hears that a commit queued outgoing messages (delivery). Set
+    /// once, at start-up.
+    pub fn set_waker(&self, waker: Arc<dyn OutboxWaker>) {
+        let _ = self.waker.set(waker);
+    }
+
+    fn wake(&self, envelopes: &[Envelope]) {
+        if let Some(w) = self.waker.get() {
+            let mut last: Option<&ChatRef> = None;
+            for e in envelopes {
+                if last != Some(&e.to) {
+                    w.wake(&e.to);
+                    last = Some(&e.to);
+                }
+            }
         }
     }
 
@@ -148,77 +171,25 @@ impl Engine {
                 .store
                 .load_for_turn(&inbound.key, inbound.event_id.as_ref())
                 .await?;
-            if let Some(seen) = seen {
-                return Ok(self.duplicate_reply(&inbound, seen).await);
+            if seen.is_some() {
+                return Ok(self.duplicate_reply(&inbound).await);
             }
-            let flows = self.flows();
             let now = self.clock.now_millis();
-            let (mut conv, is_new) = match stored {
-                Some(s) => (decode(s, &flows), false),
-                None => (fresh(&flows, now), true),
+            let (reply, commit) = match stored {
+                // A press with no conversation behind it (someone else's
+                // keyboard, or one from before a purge) starts nothing.
+                None if matches!(inbound.input, Input::Button(_)) => expired_press(&inbound, now),
+                stored => self.run_turn(&inbound, stored, now).await,
             };
-            if let Some(locale) = &inbound.locale {
-                conv.state.locale = Some(locale.clone());
-            }
-            let env = TurnEnv {
-                flows: &flows,
-                actions: self.actions.as_ref(),
-                limits: self.store.as_ref(),
-                config: &self.config,
-                now,
-                key: &inbound.key,
-                event: inbound.event_id.as_ref(),
-                message_id: inbound.message_id.as_deref(),
-            };
-            let out = Turn::new(env)
-                .run(&mut conv, is_new, inbound.input.clone())
-                .await;
-            let reply = render_reply(&out, &conv);
-            if !out.commit {
-                return Ok(reply);
-            }
-            let mut transcript = Vec::new();
-            if let Some(text) = &out.transcript_in {
-                transcript.push(TranscriptEntry {
-                    direction: Direction::In,
-                    text: text.clone(),
-                    at: now,
-                });
-            }
-            if let Some(text) = reply.text() {
-                transcript.push(TranscriptEntry {
-                    direction: Direction::Out,
-                    text: text.to_string(),
-                    at: now,
-                });
-            }
-            conv.updated_at = now;
-            let commit = TurnCommit {
-                event: inbound.event_id.clone(),
-                conversation: encode(&inbound.key, &conv),
-                transcript,
-                audit: out.audit,
-                escalations: out.escalations,
-                feedback: out.feedback,
-                reply: inbound
-                    .event_id
-                    .as_ref()
-                    .filter(|_| self.store.keeps_replies())
-                    .and_then(|_| serde_json::to_string(&reply.actions).ok()),
-            };
+            let envelopes = commit.outbox.clone();
             match self.store.commit_turn(commit).await {
-                Ok(_) => return Ok(reply),
+                Ok(_) => {
+                    self.wake(&envelopes);
+                    return Ok(reply);
+                }
                 Err(StoreError::DuplicateEvent) => {
                     // A concurrent delivery of the same event won; it replies.
-                    return Ok(self
-                        .duplicate_reply(
-                            &inbound,
-                            ports::ProcessedEvent {
-                                reply: None,
-                                delivered: true,
-                            },
-                        )
-                        .await);
+                    return Ok(self.duplicate_reply(&inbound).await);
                 }
                 Err(StoreError::Conflict(_)) => {
                     tracing::debug!("conversation changed by another writer; redoing the turn");
@@ -230,34 +201,117 @@ impl Engine {
         Err(EngineError::Contended)
     }
 
-    async fn duplicate_reply(&self, inbound: &Inbound, seen: ports::ProcessedEvent) -> Reply {
+    /// Runs one turn on the stored conversation (or a fresh one) and says
+    /// what to commit.
+    async fn run_turn(
+        &self,
+        inbound: &Inbound,
+        stored: Option<StoredConversation>,
+        now: Millis,
+    ) -> (Reply, TurnCommit) {
+        let flows = self.flows();
+        let (mut conv, is_new) = match stored {
+            Some(s) => (decode(s, &flows), false),
+            None => (fresh(&flows, now), true),
+        };
+        if let Some(locale) = &inbound.locale {
+            conv.state.locale = Some(locale.clone());
+        }
+        let env = TurnEnv {
+            flows: &flows,
+            actions: self.actions.as_ref(),
+            limits: self.store.as_ref(),
+            config: &self.config,
+            now,
+            key: &inbound.key,
+            event: inbound.event_id.as_ref(),
+            message_id: inbound.message_id.as_ref(),
+        };
+        let out = Turn::new(env)
+            .run(&mut conv, is_new, inbound.input.clone())
+            .await;
+        let reply = render_reply(&out, &conv);
+        let chat = inbound.key.chat_ref();
+        let seen_message = match (&inbound.input, &inbound.message_id) {
+            (Input::Button(_), Some(m)) => Some((chat.clone(), m.clone())),
+            _ => None,
+        };
+        if !out.commit {
+            // Nothing changes, but the event is recorded: a redelivery of a
+            // stale press does not repeat its notice.
+            let mut commit = TurnCommit::outbox_only(
+                inbound.key.channel,
+                inbound.event_id.clone(),
+                now,
+                Vec::new(),
+            );
+            commit.seen_message = seen_message;
+            return (reply, commit);
+        }
+        let mut transcript = Vec::new();
+        if let Some(text) = &out.transcript_in {
+            transcript.push(TranscriptEntry {
+                direction: Direction::In,
+                text: text.clone(),
+                at: now,
+            });
+        }
+        if let Some(text) = reply.text() {
+            transcript.push(TranscriptEntry {
+                direction: Direction::Out,
+                text: text.to_string(),
+                at: now,
+            });
+        }
+        conv.updated_at = now;
+        let commit = TurnCommit {
+            event: inbound.event_id.clone(),
+            channel: inbound.key.channel,
+            at: now,
+            conversation: Some(encode(&inbound.key, &conv)),
+            transcript,
+            audit: out.audit,
+            escalations: out.escalations,
+            feedback: out.feedback,
+            outbox: envelopes_of(&chat, &reply.actions),
+            rate_hits: out.rate_hits,
+            seen_message,
+        };
+        (reply, commit)
+    }
+
+    async fn duplicate_reply(&self, inbound: &Inbound) -> Reply {
         let (flow, step) = match self.store.load_conversation(&inbound.key).await {
             Ok(Some(c)) => (c.flow, c.step),
             _ => (String::new(), String::new()),
         };
-        let actions = match (seen.delivered, seen.reply) {
-            (false, Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
-            _ => Vec::new(),
-        };
         Reply {
-            actions,
+            actions: Vec::new(),
             flow,
             step,
             duplicate: true,
         }
     }
 
-    /// The channel has sent the reply to `event`: a redelivery of that event
-    /// is then answered with nothing.
-    pub async fn mark_delivered(
+    /// Queues messages that no conversation's turn produced (a group
+    /// answer, a notice), recorded with `event` so a redelivery queues
+    /// nothing. False when the event was processed before.
+    pub async fn post(
         &self,
-        channel: crate::domain::ChannelKind,
-        event: &crate::domain::EventId,
-    ) -> Result<(), EngineError> {
-        Ok(self
-            .store
-            .mark_reply_delivered(channel, event, self.clock.now_millis())
-            .await?)
+        channel: ChannelKind,
+        event: Option<EventId>,
+        envelopes: Vec<Envelope>,
+    ) -> Result<bool, EngineError> {
+        let commit =
+            TurnCommit::outbox_only(channel, event, self.clock.now_millis(), envelopes.clone());
+        match self.store.commit_turn(commit).await {
+            Ok(_) => {
+                self.wake(&envelopes);
+                Ok(true)
+            }
+            Err(StoreError::DuplicateEvent) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where a conversation stands, for tools and tests.
@@ -329,6 +383,35 @@ fn encode(key: &crate::domain::ConversationKey, c: &Conversation) -> StoredConve
     }
 }
 
+/// A press with no conversation behind it: "expired", recorded, nothing
+/// else.
+fn expired_press(inbound: &Inbound, now: Millis) -> (Reply, TurnCommit) {
+    let reply = Reply {
+        actions: vec![Outbound::Notice {
+            text: EXPIRED_BUTTON.into(),
+        }],
+        ..Reply::default()
+    };
+    let commit = TurnCommit::outbox_only(
+        inbound.key.channel,
+        inbound.event_id.clone(),
+        now,
+        Vec::new(),
+    );
+    (reply, commit)
+}
+
+/// The reply's actions as envelopes to `chat`. A notice is the channel's
+/// fast acknowledgement (a callback answer, an ephemeral reply): it is not
+/// queued.
+fn envelopes_of(chat: &ChatRef, actions: &[Outbound]) -> Vec<Envelope> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Outbound::Notice { .. }))
+        .map(|a| Envelope::reply(chat.clone(), a.clone()))
+        .collect()
+}
+
 fn render_reply(out: &turn::TurnOutput, conv: &Conversation) -> Reply {
     let mut actions = out.pre.clone();
     if let Some(notice) = &out.notice {
@@ -337,10 +420,10 @@ fn render_reply(out: &turn::TurnOutput, conv: &Conversation) -> Reply {
         });
     }
     if !out.texts.is_empty() || !out.buttons.is_empty() {
-        actions.push(Outbound::Message {
-            text: out.texts.join("\n\n"),
-            buttons: out.buttons.clone(),
-        });
+        actions.push(Outbound::message(
+            out.texts.join("\n\n"),
+            out.buttons.clone(),
+        ));
     }
     Reply {
         actions,

@@ -2,7 +2,8 @@
 //! cross them. The store implements the storage ports (SQLite, PostgreSQL,
 //! in memory); the account API client implements [`AccountActions`](super::actions::AccountActions).
 
-use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use super::messages::{Envelope, Lane, Outbound};
+use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -91,21 +92,65 @@ pub struct FeedbackRecord {
 pub struct TurnCommit {
     /// The inbound event, recorded so a redelivery is recognised.
     pub event: Option<EventId>,
+    /// The channel of `event` (events are unique per channel).
+    pub channel: ChannelKind,
+    /// When the turn happened (the engine's clock).
+    pub at: Millis,
     /// The new state; its `version` is the version the turn started from.
-    pub conversation: StoredConversation,
+    /// `None` when the event changes no conversation (a stale or foreign
+    /// press, a group answer): only the event and the outbox are written.
+    pub conversation: Option<StoredConversation>,
     pub transcript: Vec<TranscriptEntry>,
     pub audit: Vec<AuditEntry>,
     pub escalations: Vec<EscalationRecord>,
     pub feedback: Vec<FeedbackRecord>,
-    /// The reply (JSON), kept with the event until the channel confirms it.
-    pub reply: Option<String>,
+    /// The outgoing messages, appended to the outbox in per-chat order.
+    pub outbox: Vec<Envelope>,
+    /// Rate-limit hits this turn counts (each accepted turn exactly once).
+    pub rate_hits: Vec<RateHit>,
+    /// A bot message the inbound event refers to (the message a pressed
+    /// button sits on). If the store does not know it, it is the proof that
+    /// an attempted, unconfirmed send did arrive.
+    pub seen_message: Option<(ChatRef, MessageRef)>,
+}
+
+impl TurnCommit {
+    /// A commit that records `event` and queues `outbox`, and changes no
+    /// conversation.
+    pub fn outbox_only(
+        channel: ChannelKind,
+        event: Option<EventId>,
+        at: Millis,
+        outbox: Vec<Envelope>,
+    ) -> Self {
+        Self {
+            event,
+            channel,
+            at,
+            conversation: None,
+            transcript: Vec::new(),
+            audit: Vec::new(),
+            escalations: Vec::new(),
+            feedback: Vec::new(),
+            outbox,
+            rate_hits: Vec::new(),
+            seen_message: None,
+        }
+    }
+}
+
+/// One hit on a fixed-window rate limit, counted in the turn's commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHit {
+    pub bucket: String,
+    pub window_secs: u64,
+    pub now: Millis,
 }
 
 /// What the store remembers of a processed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedEvent {
-    pub reply: Option<String>,
-    pub delivered: bool,
+    pub processed_at: Millis,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +174,7 @@ pub struct PurgeReport {
     pub transcript_entries: u64,
     pub idempotency_records: u64,
     pub rate_limit_counters: u64,
+    pub outbox_entries: u64,
 }
 
 #[async_trait]
@@ -141,8 +187,10 @@ pub trait ConversationStore: Send + Sync {
     /// Commits a turn atomically: records the event (failing with
     /// [`StoreError::DuplicateEvent`] if seen before), writes the state if the
     /// stored version still equals `conversation.version` (else
-    /// [`StoreError::Conflict`]), and appends transcript and audit entries.
-    /// Returns the new version.
+    /// [`StoreError::Conflict`]), appends transcript and audit entries,
+    /// counts the rate-limit hits, binds a proven send and appends the
+    /// outbox envelopes with the next sequence numbers of their chats.
+    /// Returns the new version (0 when no conversation was written).
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError>;
 
     async fn processed_event(
@@ -157,12 +205,6 @@ pub trait ConversationStore: Send + Sync {
         event: &EventId,
     ) -> Result<bool, StoreError> {
         Ok(self.processed_event(channel, event).await?.is_some())
-    }
-
-    /// Whether replies are kept for redelivered events (the transactional
-    /// outbox). A store that cannot outlive the process has no use for them.
-    fn keeps_replies(&self) -> bool {
-        true
     }
 
     /// What a turn starts from: the event's record (if it was processed)
@@ -181,14 +223,6 @@ pub trait ConversationStore: Send + Sync {
         }
         Ok((None, self.load_conversation(key).await?))
     }
-
-    /// The channel has sent the event's reply.
-    async fn mark_reply_delivered(
-        &self,
-        channel: ChannelKind,
-        event: &EventId,
-        at: Millis,
-    ) -> Result<(), StoreError>;
 
     /// The newest `limit` transcript entries of a conversation, oldest first.
     async fn transcript(
@@ -215,6 +249,112 @@ pub struct PurgeBefore {
     pub transcript: Millis,
     pub idempotency: Millis,
     pub rate_limits: Millis,
+    /// Delivered and failed outbox entries last touched before this.
+    pub outbox: Millis,
+}
+
+/// Hears that a commit queued messages for a chat, so they go out at once
+/// (delivery implements it; the engine calls it after each commit).
+pub trait OutboxWaker: Send + Sync {
+    fn wake(&self, chat: &ChatRef);
+}
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Not tried yet.
+    Pending,
+    /// Handed to the platform, outcome unknown (a crash may have hidden it).
+    Attempted,
+    Delivered,
+    /// Refused for good (bot blocked, chat gone); the reason is stored.
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Attempted => "attempted",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "attempted" => Some(Self::Attempted),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One envelope in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub to: ChatRef,
+    /// Position in the chat: entries of one chat go out in this order.
+    pub seq: i64,
+    pub lane: Lane,
+    pub op: Outbound,
+    pub state: OutboxState,
+    pub attempts: u32,
+    /// The event whose turn queued it, if any.
+    pub event: Option<EventId>,
+    /// The platform's id of the sent message, once known.
+    pub message: Option<MessageRef>,
+    pub error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// The outbox as delivery drains it. Writing to it happens in
+/// [`ConversationStore::commit_turn`], with the change that caused it.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Chats with entries not yet delivered or failed (pending or
+    /// attempted), for the start-up scan.
+    async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError>;
+
+    /// The chat's first `limit` open entries, in sequence order.
+    async fn open_entries(
+        &self,
+        chat: &ChatRef,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Claims an entry for a send attempt: `pending` (or `attempted` with
+    /// this `attempts` count, for a retry) becomes `attempted` with one more
+    /// attempt. False when someone else claimed it meanwhile.
+    async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError>;
+
+    /// The platform took it; `message` is its id (kept under the entry's
+    /// logical key too, for later edits).
+    async fn entry_delivered(
+        &self,
+        id: i64,
+        message: Option<&MessageRef>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The platform refused it for good.
+    async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// The message sent under a logical key in a chat, if any.
+    async fn keyed_message(
+        &self,
+        chat: &ChatRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, StoreError>;
+
+    /// One entry by id (tests and tools).
+    async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError>;
+
+    /// Every entry of a chat, in order (tests and tools).
+    async fn chat_outbox(&self, chat: &ChatRef) -> Result<Vec<OutboxEntry>, StoreError>;
 }
 
 /// The result of counting one hit against a limit.
@@ -229,6 +369,17 @@ pub trait RateLimitStore: Send + Sync {
     /// Counts a hit on `bucket` in the fixed window containing `now`, and
     /// says whether it stayed within `limit`.
     async fn hit(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError>;
+
+    /// Says whether one more hit on `bucket` would stay within `limit`,
+    /// without counting it: a turn counts its hits in its commit
+    /// ([`TurnCommit::rate_hits`]), so a redone turn counts once.
+    async fn check(
         &self,
         bucket: &str,
         window_secs: u64,
@@ -272,6 +423,12 @@ pub trait AuditLog: Send + Sync {
 }
 
 /// Everything the bot keeps: one interface, several backends.
-pub trait Store: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog {}
+pub trait Store:
+    ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore
+{
+}
 
-impl<T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog> Store for T {}
+impl<T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore> Store
+    for T
+{
+}

@@ -6,12 +6,14 @@
 use super::EngineConfig;
 use super::actions::{AccountActions, ActionRequest};
 use super::messages::{Input, OutButton, Outbound};
-use super::ports::{AuditEntry, EscalationRecord, FeedbackRecord, RateDecision, RateLimitStore};
+use super::ports::{
+    AuditEntry, EscalationRecord, FeedbackRecord, RateDecision, RateHit, RateLimitStore,
+};
 use super::redact::{SecretKind, redact};
 use super::state::{Conversation, EngineState, Verified};
 use super::template::render;
 use super::text;
-use crate::domain::{ConversationKey, Email, EventId, Millis, OneTimeCode};
+use crate::domain::{ConversationKey, Email, EventId, MessageRef, Millis, OneTimeCode};
 use crate::flow::catalog::{
     ActionName, NOT_VERIFIED, RATE_LIMITED, UPSTREAM_UNAVAILABLE, Validator,
 };
@@ -35,7 +37,7 @@ pub(super) struct TurnEnv<'a> {
     pub now: Millis,
     pub key: &'a ConversationKey,
     pub event: Option<&'a EventId>,
-    pub message_id: Option<&'a str>,
+    pub message_id: Option<&'a MessageRef>,
 }
 
 /// What a turn produced, before it is committed and rendered.
@@ -49,6 +51,8 @@ pub(super) struct TurnOutput {
     pub audit: Vec<AuditEntry>,
     pub escalations: Vec<EscalationRecord>,
     pub feedback: Vec<FeedbackRecord>,
+    /// Rate-limit hits to count in the commit.
+    pub rate_hits: Vec<RateHit>,
     /// False when nothing may change (a stale or forged button).
     pub commit: bool,
 }
@@ -63,7 +67,9 @@ pub(super) struct Turn<'a> {
     actions_run: usize,
 }
 
-pub(super) const EXPIRED_BUTTON: &str = "That button has expired.";
+/// The one answer to a press that changes nothing: stale, forged, or
+/// someone else's.
+pub const EXPIRED_BUTTON: &str = "That button has expired.";
 const SECRET_WARNING: &str = "⚠️ Please never share your password or codes with anyone, not even with us. I've removed your message where I can and kept no copy.";
 const SECRET_REMINDER: &str = "⚠️ That looked like a password or code again; I didn't keep it.";
 const WELCOME_BACK: &str = "Welcome back! Let's start afresh.";
@@ -171,7 +177,7 @@ impl<'a> Turn<'a> {
     fn warn_about_secret(&mut self, conv: &mut Conversation) {
         if let Some(id) = self.env.message_id {
             self.out.pre.push(Outbound::DeleteMessage {
-                message_id: id.to_string(),
+                message_id: id.clone(),
             });
         }
         if conv.state.warned_secret {
@@ -250,7 +256,7 @@ impl<'a> Turn<'a> {
         };
         if let Some(id) = self.env.message_id {
             self.out.pre.push(Outbound::ClearButtons {
-                message_id: id.to_string(),
+                message_id: id.clone(),
             });
         }
         self.out.transcript_in = Some(format!("[pressed] {}", button.label));
@@ -677,14 +683,19 @@ impl<'a> Turn<'a> {
             _ => {}
         }
         let mut wait_secs = 0;
+        let mut hits = Vec::new();
         for (bucket, window, limit) in buckets {
             match self
                 .env
                 .limits
-                .hit(&bucket, window, limit, self.env.now)
+                .check(&bucket, window, limit, self.env.now)
                 .await
             {
-                Ok(RateDecision::Allowed { .. }) => {}
+                Ok(RateDecision::Allowed { .. }) => hits.push(RateHit {
+                    bucket,
+                    window_secs: window,
+                    now: self.env.now,
+                }),
                 Ok(RateDecision::Limited { retry_after_secs }) => {
                     wait_secs = wait_secs.max(retry_after_secs)
                 }
@@ -701,6 +712,7 @@ impl<'a> Turn<'a> {
             );
             return Some(RATE_LIMITED.into());
         }
+        self.out.rate_hits.extend(hits);
         None
     }
 }

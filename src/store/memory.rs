@@ -3,14 +3,16 @@
 //! tests and the engine-alone benchmark; it keeps nothing across restarts.
 
 use super::{decide, window};
-use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
+use crate::engine::Outbound;
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
-    IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore,
-    StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+    IdempotencyStore, OutboxEntry, OutboxState, OutboxStore, ProcessedEvent, PurgeBefore,
+    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
+    TurnCommit,
 };
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -23,6 +25,11 @@ struct Tables {
     audit: Vec<AuditEntry>,
     escalations: Vec<EscalationRecord>,
     feedback: Vec<FeedbackRecord>,
+    /// The outbox by id (ids grow, so a chat's entries are in order).
+    outbox: BTreeMap<i64, OutboxEntry>,
+    next_outbox_id: i64,
+    last_seq: HashMap<ChatRef, i64>,
+    keyed: HashMap<(ChatRef, String), MessageRef>,
 }
 
 /// In-memory store. Keeps transcripts only when asked to, so a long
@@ -58,12 +65,6 @@ impl MemoryStore {
 
 #[async_trait]
 impl ConversationStore for MemoryStore {
-    /// Nothing here survives the process, so there is no reply to resend
-    /// after a crash; a redelivery within the process gets nothing.
-    fn keeps_replies(&self) -> bool {
-        false
-    }
-
     async fn load_conversation(
         &self,
         key: &ConversationKey,
@@ -73,45 +74,62 @@ impl ConversationStore for MemoryStore {
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
         let mut t = self.tables();
-        let key = turn.conversation.key.clone();
         let event_key = turn
             .event
             .as_ref()
-            .map(|e| (key.channel, e.as_str().to_string()));
+            .map(|e| (turn.channel, e.as_str().to_string()));
         if let Some(ek) = &event_key
             && t.processed.contains_key(ek)
         {
             return Err(StoreError::DuplicateEvent);
         }
-        let stored_version = t.conversations.get(&key).map_or(0, |c| c.version);
-        if stored_version != turn.conversation.version {
-            return Err(StoreError::Conflict(key));
+        if let Some(c) = &turn.conversation {
+            let stored_version = t.conversations.get(&c.key).map_or(0, |s| s.version);
+            if stored_version != c.version {
+                return Err(StoreError::Conflict(c.key.clone()));
+            }
         }
+        // Validated: from here on nothing fails.
         if let Some(ek) = event_key {
             t.processed.insert(
                 ek,
                 (
-                    turn.conversation.updated_at,
+                    turn.at,
                     ProcessedEvent {
-                        reply: turn.reply.clone(),
-                        delivered: false,
+                        processed_at: turn.at,
                     },
                 ),
             );
         }
-        let mut conversation = turn.conversation;
-        conversation.version += 1;
-        let version = conversation.version;
-        t.conversations.insert(key.clone(), conversation);
-        if self.keep_transcripts && !turn.transcript.is_empty() {
-            t.transcripts
-                .entry(key)
-                .or_default()
-                .extend(turn.transcript);
+        let mut version = 0;
+        if let Some(mut conversation) = turn.conversation {
+            conversation.version += 1;
+            version = conversation.version;
+            let key = conversation.key.clone();
+            t.conversations.insert(key.clone(), conversation);
+            if self.keep_transcripts && !turn.transcript.is_empty() {
+                t.transcripts
+                    .entry(key)
+                    .or_default()
+                    .extend(turn.transcript);
+            }
         }
         t.audit.extend(turn.audit);
         t.escalations.extend(turn.escalations);
         t.feedback.extend(turn.feedback);
+        for hit in &turn.rate_hits {
+            let (start, end) = window(hit.window_secs, hit.now);
+            t.counters
+                .entry((hit.bucket.clone(), start))
+                .or_insert((end, 0))
+                .1 += 1;
+        }
+        if let Some((chat, message)) = &turn.seen_message {
+            t.bind_seen(chat, message, turn.at);
+        }
+        for envelope in turn.outbox {
+            t.append(envelope, turn.event.clone(), turn.at);
+        }
         Ok(version)
     }
 
@@ -125,23 +143,6 @@ impl ConversationStore for MemoryStore {
             .processed
             .get(&(channel, event.as_str().to_string()))
             .map(|(_, p)| p.clone()))
-    }
-
-    async fn mark_reply_delivered(
-        &self,
-        channel: ChannelKind,
-        event: &EventId,
-        _at: Millis,
-    ) -> Result<(), StoreError> {
-        if let Some((_, p)) = self
-            .tables()
-            .processed
-            .get_mut(&(channel, event.as_str().to_string()))
-        {
-            p.delivered = true;
-            p.reply = None;
-        }
-        Ok(())
     }
 
     async fn transcript(
@@ -197,6 +198,12 @@ impl ConversationStore for MemoryStore {
         let n = t.counters.len();
         t.counters.retain(|_, (end, _)| *end >= before.rate_limits);
         report.rate_limit_counters = (n - t.counters.len()) as u64;
+        let n = t.outbox.len();
+        t.outbox.retain(|_, e| {
+            !matches!(e.state, OutboxState::Delivered | OutboxState::Failed)
+                || e.updated_at >= before.outbox
+        });
+        report.outbox_entries = (n - t.outbox.len()) as u64;
         Ok(report)
     }
 }
@@ -218,6 +225,179 @@ impl RateLimitStore for MemoryStore {
             .or_insert((end, 0));
         entry.1 += 1;
         Ok(decide(entry.1, limit, end, now))
+    }
+
+    async fn check(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError> {
+        let (start, end) = window(window_secs, now);
+        let t = self.tables();
+        let hits = t
+            .counters
+            .get(&(bucket.to_string(), start))
+            .map_or(0, |(_, h)| *h);
+        Ok(decide(hits + 1, limit, end, now))
+    }
+}
+
+impl Tables {
+    fn append(&mut self, envelope: crate::engine::Envelope, event: Option<EventId>, at: Millis) {
+        let seq = self.last_seq.entry(envelope.to.clone()).or_insert(0);
+        *seq += 1;
+        let seq = *seq;
+        self.next_outbox_id += 1;
+        let id = self.next_outbox_id;
+        self.outbox.insert(
+            id,
+            OutboxEntry {
+                id,
+                to: envelope.to,
+                seq,
+                lane: envelope.lane,
+                op: envelope.op,
+                state: OutboxState::Pending,
+                attempts: 0,
+                event,
+                message: None,
+                error: None,
+                created_at: at,
+                updated_at: at,
+            },
+        );
+    }
+
+    fn bind_seen(&mut self, chat: &ChatRef, message: &MessageRef, at: Millis) {
+        let known = self
+            .outbox
+            .values()
+            .any(|e| e.to == *chat && e.message.as_ref() == Some(message));
+        if known {
+            return;
+        }
+        if let Some(e) = self.outbox.values_mut().find(|e| {
+            e.to == *chat
+                && e.state == OutboxState::Attempted
+                && matches!(e.op, Outbound::Message { .. })
+        }) {
+            e.state = OutboxState::Delivered;
+            e.message = Some(message.clone());
+            e.updated_at = at;
+        }
+    }
+}
+
+#[async_trait]
+impl OutboxStore for MemoryStore {
+    async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError> {
+        let t = self.tables();
+        let mut chats: Vec<ChatRef> = Vec::new();
+        for e in t.outbox.values() {
+            if matches!(e.state, OutboxState::Pending | OutboxState::Attempted)
+                && !chats.contains(&e.to)
+            {
+                chats.push(e.to.clone());
+                if chats.len() >= limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(chats)
+    }
+
+    async fn open_entries(
+        &self,
+        chat: &ChatRef,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let t = self.tables();
+        Ok(t.outbox
+            .values()
+            .filter(|e| {
+                e.to == *chat && matches!(e.state, OutboxState::Pending | OutboxState::Attempted)
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
+        let mut t = self.tables();
+        match t.outbox.get_mut(&id) {
+            Some(e)
+                if e.attempts == attempts
+                    && matches!(e.state, OutboxState::Pending | OutboxState::Attempted) =>
+            {
+                e.state = OutboxState::Attempted;
+                e.attempts += 1;
+                e.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn entry_delivered(
+        &self,
+        id: i64,
+        message: Option<&MessageRef>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        let Some(e) = t.outbox.get_mut(&id) else {
+            return Ok(());
+        };
+        e.state = OutboxState::Delivered;
+        e.message = message.cloned();
+        e.updated_at = now;
+        let keyed = match (&e.op, message) {
+            (Outbound::Message { key: Some(k), .. }, Some(m)) => {
+                Some(((e.to.clone(), k.clone()), m.clone()))
+            }
+            _ => None,
+        };
+        if let Some((k, m)) = keyed {
+            t.keyed.insert(k, m);
+        }
+        Ok(())
+    }
+
+    async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
+        if let Some(e) = self.tables().outbox.get_mut(&id) {
+            e.state = OutboxState::Failed;
+            e.error = Some(reason.to_string());
+            e.updated_at = now;
+        }
+        Ok(())
+    }
+
+    async fn keyed_message(
+        &self,
+        chat: &ChatRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        Ok(self
+            .tables()
+            .keyed
+            .get(&(chat.clone(), key.to_string()))
+            .cloned())
+    }
+
+    async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        Ok(self.tables().outbox.get(&id).cloned())
+    }
+
+    async fn chat_outbox(&self, chat: &ChatRef) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .tables()
+            .outbox
+            .values()
+            .filter(|e| e.to == *chat)
+            .cloned()
+            .collect())
     }
 }
 

@@ -5,6 +5,7 @@
 //! step (`migrations/sqlite`, `migrations/postgres`).
 
 mod memory;
+mod outbox_rows;
 mod postgres;
 pub mod queries;
 mod sqlite;

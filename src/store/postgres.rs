@@ -3,18 +3,20 @@
 //! backend ([`super::queries`]); optimistic concurrency and `ON CONFLICT`
 //! keep instances from overwriting each other.
 
+use super::outbox_rows::{self, EntryRow};
 use super::queries as q;
 use super::{Backend, Database, MigrationReport, OpenError};
 use crate::config::DatabaseSettings;
-use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision,
-    RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+    IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
+    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
+    TurnCommit,
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 use std::time::Duration;
 
 /// The store on PostgreSQL.
@@ -118,18 +120,14 @@ impl ConversationStore for PostgresStore {
         row.map(|r| conversation_from_row(key, &r)).transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %turn.conversation.key.channel))]
+    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %turn.channel))]
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
-        let c = &turn.conversation;
-        let key = &c.key;
         let mut tx = self.pool.begin().await.map_err(backend_err)?;
-
         if let Some(event) = &turn.event {
             let inserted = sqlx::query(q::INSERT_EVENT)
-                .bind(key.channel.as_str())
+                .bind(turn.channel.as_str())
                 .bind(event.as_str())
-                .bind(c.updated_at)
-                .bind(turn.reply.clone())
+                .bind(turn.at)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?
@@ -138,107 +136,34 @@ impl ConversationStore for PostgresStore {
                 return Err(StoreError::DuplicateEvent);
             }
         }
-
-        let new_version = c.version + 1;
-        let written = if c.version == 0 {
-            sqlx::query(q::INSERT_CONVERSATION)
-                .bind(key.channel.as_str())
-                .bind(&key.chat)
-                .bind(&key.user)
-                .bind(&c.flow)
-                .bind(&c.step)
-                .bind(&c.variables)
-                .bind(&c.state)
-                .bind(&c.flow_version)
-                .bind(c.created_at)
-                .bind(c.updated_at)
-                .execute(&mut *tx)
-                .await
-        } else {
-            sqlx::query(q::UPDATE_CONVERSATION)
-                .bind(&c.flow)
-                .bind(&c.step)
-                .bind(&c.variables)
-                .bind(&c.state)
-                .bind(&c.flow_version)
-                .bind(c.created_at)
-                .bind(c.updated_at)
-                .bind(key.channel.as_str())
-                .bind(&key.chat)
-                .bind(&key.user)
-                .bind(c.version)
-                .execute(&mut *tx)
-                .await
-        }
-        .map_err(backend_err)?
-        .rows_affected();
-        if written == 0 {
-            return Err(StoreError::Conflict(key.clone()));
-        }
-
-        if !turn.transcript.is_empty() {
-            let mut sql = String::from(
-                "INSERT INTO transcript_entries (channel, chat_id, user_id, direction, text, at) VALUES ",
-            );
-            for i in 0..turn.transcript.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-            }
-            let mut q = sqlx::query(&sql);
-            for e in &turn.transcript {
-                q = q
-                    .bind(key.channel.as_str())
-                    .bind(&key.chat)
-                    .bind(&key.user)
-                    .bind(e.direction.as_str())
-                    .bind(&e.text)
-                    .bind(e.at);
-            }
-            q.execute(&mut *tx).await.map_err(backend_err)?;
-        }
-
-        for entry in &turn.audit {
-            insert_audit(&mut *tx, entry).await?;
-        }
-        for e in &turn.escalations {
-            sqlx::query(q::INSERT_ESCALATION)
-                .bind(&e.id)
-                .bind(e.key.channel.as_str())
-                .bind(&e.key.chat)
-                .bind(&e.key.user)
-                .bind(&e.reason)
-                .bind(e.topic.clone())
-                .bind(e.created_at)
+        let version = match &turn.conversation {
+            Some(c) => write_conversation(&mut *tx, c).await?,
+            None => 0,
+        };
+        write_records(&mut *tx, &turn).await?;
+        for hit in &turn.rate_hits {
+            let (start, end) = super::window(hit.window_secs, hit.now);
+            sqlx::query(q::RATE_LIMIT_HIT)
+                .bind(&hit.bucket)
+                .bind(start)
+                .bind(end)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
         }
-        for f in &turn.feedback {
-            sqlx::query(q::INSERT_FEEDBACK)
-                .bind(f.key.channel.as_str())
-                .bind(&f.key.chat)
-                .bind(&f.key.user)
-                .bind(&f.topic)
-                .bind(&f.answer)
-                .bind(f.at)
+        if let Some((chat, message)) = &turn.seen_message {
+            sqlx::query(q::OUTBOX_BIND_SEEN)
+                .bind(chat.channel.as_str())
+                .bind(&chat.chat)
+                .bind(message.as_str())
+                .bind(turn.at)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
         }
-
+        write_outbox(&mut *tx, &turn).await?;
         tx.commit().await.map_err(backend_err)?;
-        Ok(new_version)
+        Ok(version)
     }
 
     #[tracing::instrument(skip_all, fields(backend = "postgres", %channel))]
@@ -254,30 +179,11 @@ impl ConversationStore for PostgresStore {
             .await
             .map_err(backend_err)?;
         row.map(|r| {
-            let delivered: Option<i64> = r.try_get(1).map_err(backend_err)?;
             Ok(ProcessedEvent {
-                reply: r.try_get(0).map_err(backend_err)?,
-                delivered: delivered.is_some(),
+                processed_at: r.try_get(0).map_err(backend_err)?,
             })
         })
         .transpose()
-    }
-
-    #[tracing::instrument(skip_all, fields(backend = "postgres", %channel))]
-    async fn mark_reply_delivered(
-        &self,
-        channel: ChannelKind,
-        event: &EventId,
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        sqlx::query(q::MARK_DELIVERED)
-            .bind(at)
-            .bind(channel.as_str())
-            .bind(event.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(backend_err)?;
-        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %key.channel))]
@@ -365,10 +271,154 @@ impl ConversationStore for PostgresStore {
             transcript_entries: run(q::PURGE_TRANSCRIPT, before.transcript).await?,
             idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency).await?,
             rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits).await?,
+            outbox_entries: run(q::PURGE_OUTBOX, before.outbox).await?,
         };
         tx.commit().await.map_err(backend_err)?;
         Ok(report)
     }
+}
+
+async fn write_conversation(
+    tx: &mut AnyConnection,
+    c: &StoredConversation,
+) -> Result<i64, StoreError> {
+    let key = &c.key;
+    let new_version = c.version + 1;
+    let written = if c.version == 0 {
+        sqlx::query(q::INSERT_CONVERSATION)
+            .bind(key.channel.as_str())
+            .bind(&key.chat)
+            .bind(&key.user)
+            .bind(&c.flow)
+            .bind(&c.step)
+            .bind(&c.variables)
+            .bind(&c.state)
+            .bind(&c.flow_version)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await
+    } else {
+        sqlx::query(q::UPDATE_CONVERSATION)
+            .bind(&c.flow)
+            .bind(&c.step)
+            .bind(&c.variables)
+            .bind(&c.state)
+            .bind(&c.flow_version)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .bind(key.channel.as_str())
+            .bind(&key.chat)
+            .bind(&key.user)
+            .bind(c.version)
+            .execute(&mut *tx)
+            .await
+    }
+    .map_err(backend_err)?
+    .rows_affected();
+    if written == 0 {
+        return Err(StoreError::Conflict(key.clone()));
+    }
+
+    Ok(new_version)
+}
+
+/// The turn's transcript, audit, escalation and feedback records.
+async fn write_records(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), StoreError> {
+    if let Some(c) = &turn.conversation
+        && !turn.transcript.is_empty()
+    {
+        let key = &c.key;
+        let mut sql = String::from(
+            "INSERT INTO transcript_entries (channel, chat_id, user_id, direction, text, at) VALUES ",
+        );
+        for i in 0..turn.transcript.len() {
+            let b = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for e in &turn.transcript {
+            q = q
+                .bind(key.channel.as_str())
+                .bind(&key.chat)
+                .bind(&key.user)
+                .bind(e.direction.as_str())
+                .bind(&e.text)
+                .bind(e.at);
+        }
+        q.execute(&mut *tx).await.map_err(backend_err)?;
+    }
+
+    for entry in &turn.audit {
+        insert_audit(&mut *tx, entry).await?;
+    }
+    for e in &turn.escalations {
+        sqlx::query(q::INSERT_ESCALATION)
+            .bind(&e.id)
+            .bind(e.key.channel.as_str())
+            .bind(&e.key.chat)
+            .bind(&e.key.user)
+            .bind(&e.reason)
+            .bind(e.topic.clone())
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+    }
+    for f in &turn.feedback {
+        sqlx::query(q::INSERT_FEEDBACK)
+            .bind(f.key.channel.as_str())
+            .bind(&f.key.chat)
+            .bind(&f.key.user)
+            .bind(&f.topic)
+            .bind(&f.answer)
+            .bind(f.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+    }
+
+    Ok(())
+}
+
+/// Appends the turn's envelopes, each chat's after its last sequence number.
+async fn write_outbox(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), StoreError> {
+    for (chat, rows) in outbox_rows::by_chat(&turn.outbox)? {
+        let n = rows.len() as i64;
+        let last: i64 = sqlx::query_scalar(q::OUTBOX_RESERVE)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        for (i, row) in rows.into_iter().enumerate() {
+            sqlx::query(q::OUTBOX_INSERT)
+                .bind(chat.channel.as_str())
+                .bind(&chat.chat)
+                .bind(last - n + 1 + i as i64)
+                .bind(row.lane)
+                .bind(row.op)
+                .bind(row.key)
+                .bind(turn.event.as_ref().map(|e| e.as_str().to_string()))
+                .bind(turn.at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// A conversation key from three columns starting at `first`.
@@ -398,6 +448,149 @@ where
     Ok(())
 }
 
+fn entry_from_row(r: &AnyRow) -> Result<OutboxEntry, StoreError> {
+    let get_err = backend_err;
+    EntryRow {
+        id: r.try_get(0).map_err(get_err)?,
+        channel: r.try_get(1).map_err(get_err)?,
+        chat: r.try_get(2).map_err(get_err)?,
+        seq: r.try_get(3).map_err(get_err)?,
+        lane: r.try_get(4).map_err(get_err)?,
+        op: r.try_get(5).map_err(get_err)?,
+        state: r.try_get(6).map_err(get_err)?,
+        attempts: r.try_get(7).map_err(get_err)?,
+        event: r.try_get(8).map_err(get_err)?,
+        message: r.try_get(9).map_err(get_err)?,
+        error: r.try_get(10).map_err(get_err)?,
+        created_at: r.try_get(11).map_err(get_err)?,
+        updated_at: r.try_get(12).map_err(get_err)?,
+    }
+    .parse()
+}
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError> {
+        let rows = sqlx::query(q::OUTBOX_OPEN_CHATS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter()
+            .map(|r| {
+                let channel: String = r.try_get(0).map_err(backend_err)?;
+                outbox_rows::chat_ref(&channel, r.try_get(1).map_err(backend_err)?)
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres", %chat))]
+    async fn open_entries(
+        &self,
+        chat: &ChatRef,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(&q::OUTBOX_OPEN_ENTRIES)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
+        let n = sqlx::query(q::OUTBOX_CLAIM)
+            .bind(id)
+            .bind(i64::from(attempts))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn entry_delivered(
+        &self,
+        id: i64,
+        message: Option<&MessageRef>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend_err)?;
+        let row = sqlx::query(q::OUTBOX_DELIVERED)
+            .bind(id)
+            .bind(message.map(|m| m.as_str().to_string()))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if let (Some(row), Some(message)) = (row, message) {
+            let key: Option<String> = row.try_get(2).map_err(backend_err)?;
+            if let Some(key) = key {
+                let channel: String = row.try_get(0).map_err(backend_err)?;
+                let chat: String = row.try_get(1).map_err(backend_err)?;
+                sqlx::query(q::KEYED_MESSAGE_UPSERT)
+                    .bind(channel)
+                    .bind(chat)
+                    .bind(key)
+                    .bind(message.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_err)?;
+            }
+        }
+        tx.commit().await.map_err(backend_err)
+    }
+
+    async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
+        sqlx::query(q::OUTBOX_FAILED)
+            .bind(id)
+            .bind(reason)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    async fn keyed_message(
+        &self,
+        chat: &ChatRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        let m: Option<String> = sqlx::query_scalar(q::KEYED_MESSAGE)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(m.map(MessageRef::new))
+    }
+
+    async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        let row = sqlx::query(&q::OUTBOX_ENTRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn chat_outbox(&self, chat: &ChatRef) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(&q::OUTBOX_CHAT)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(entry_from_row).collect()
+    }
+}
+
 #[async_trait]
 impl RateLimitStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(backend = "postgres"))]
@@ -417,6 +610,23 @@ impl RateLimitStore for PostgresStore {
             .await
             .map_err(backend_err)?;
         Ok(super::decide(hits, limit, end, now))
+    }
+
+    async fn check(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError> {
+        let (start, end) = super::window(window_secs, now);
+        let hits: Option<i64> = sqlx::query_scalar(q::RATE_LIMIT_COUNT)
+            .bind(bucket)
+            .bind(start)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(super::decide(hits.unwrap_or(0) + 1, limit, end, now))
     }
 }
 

@@ -4,7 +4,7 @@
 pub const LOAD_CONVERSATION: &str = "SELECT flow, step, variables, state, flow_version, created_at, updated_at, version \
      FROM conversations WHERE channel = $1 AND chat_id = $2 AND user_id = $3";
 
-pub const INSERT_EVENT: &str = "INSERT INTO processed_events (channel, event_id, processed_at, reply) VALUES ($1, $2, $3, $4) \
+pub const INSERT_EVENT: &str = "INSERT INTO processed_events (channel, event_id, processed_at) VALUES ($1, $2, $3) \
      ON CONFLICT (channel, event_id) DO NOTHING";
 
 pub const INSERT_CONVERSATION: &str = "INSERT INTO conversations (channel, chat_id, user_id, flow, step, variables, state, \
@@ -29,10 +29,7 @@ pub const INSERT_AUDIT: &str =
     "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";
 
 pub const PROCESSED_EVENT: &str =
-    "SELECT reply, delivered_at FROM processed_events WHERE channel = $1 AND event_id = $2";
-
-pub const MARK_DELIVERED: &str = "UPDATE processed_events SET delivered_at = $1, reply = NULL \
-     WHERE channel = $2 AND event_id = $3";
+    "SELECT processed_at FROM processed_events WHERE channel = $1 AND event_id = $2";
 
 pub const TRANSCRIPT: &str = "SELECT direction, text, at FROM transcript_entries \
      WHERE channel = $1 AND chat_id = $2 AND user_id = $3 ORDER BY id DESC LIMIT $4";
@@ -46,12 +43,17 @@ pub const RECENT_FEEDBACK: &str =
 pub const PURGE_EVENTS: &str = "DELETE FROM processed_events WHERE processed_at < $1";
 pub const PURGE_TRANSCRIPT: &str = "DELETE FROM transcript_entries WHERE at < $1";
 pub const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_records WHERE created_at < $1";
+pub const PURGE_OUTBOX: &str =
+    "DELETE FROM outbox WHERE state IN ('delivered', 'failed') AND updated_at < $1";
 pub const PURGE_RATE_LIMITS: &str = "DELETE FROM rate_limit_counters WHERE window_end < $1";
 
 pub const RATE_LIMIT_HIT: &str = "INSERT INTO rate_limit_counters (bucket, window_start, window_end, hits) \
      VALUES ($1, $2, $3, 1) \
      ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 \
      RETURNING hits";
+
+pub const RATE_LIMIT_COUNT: &str =
+    "SELECT hits FROM rate_limit_counters WHERE bucket = $1 AND window_start = $2";
 
 pub const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (scope, idempotency_key, created_at) \
      VALUES ($1, $2, $3) ON CONFLICT (scope) DO NOTHING";
@@ -64,3 +66,55 @@ pub const RECORD_RESPONSE: &str =
 
 pub const RECENT_AUDIT: &str =
     "SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT $1";
+
+// The outbox. Columns of an entry, in the order the row mappers read them.
+const OUTBOX_COLUMNS: &str = "id, channel, chat_id, seq, lane, op, state, attempts, event_id, \
+     message_ref, error, created_at, updated_at";
+
+/// Reserves `$3` sequence numbers in a chat; returns the last of them.
+pub const OUTBOX_RESERVE: &str = "INSERT INTO outbox_chats (channel, chat_id, last_seq) VALUES ($1, $2, $3) \
+     ON CONFLICT (channel, chat_id) DO UPDATE SET last_seq = outbox_chats.last_seq + $3 \
+     RETURNING last_seq";
+
+pub const OUTBOX_INSERT: &str = "INSERT INTO outbox (channel, chat_id, seq, lane, op, logical_key, state, \
+     attempts, event_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8)";
+
+/// Proof of arrival: the oldest attempted send of the chat takes the
+/// message id a later event referred to, unless some entry already has it.
+pub const OUTBOX_BIND_SEEN: &str = "UPDATE outbox SET state = 'delivered', message_ref = $3, updated_at = $4 \
+     WHERE id = (SELECT id FROM outbox WHERE channel = $1 AND chat_id = $2 AND state = 'attempted' \
+     AND op LIKE '{\"kind\":\"message\"%' ORDER BY seq LIMIT 1) \
+     AND NOT EXISTS (SELECT 1 FROM outbox WHERE channel = $1 AND chat_id = $2 AND message_ref = $3)";
+
+pub const OUTBOX_OPEN_CHATS: &str = "SELECT DISTINCT channel, chat_id FROM outbox \
+     WHERE state IN ('pending', 'attempted') LIMIT $1";
+
+pub static OUTBOX_OPEN_ENTRIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE channel = $1 AND chat_id = $2 \
+         AND state IN ('pending', 'attempted') ORDER BY seq LIMIT $3"
+    )
+});
+
+pub static OUTBOX_ENTRY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"));
+
+pub static OUTBOX_CHAT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE channel = $1 AND chat_id = $2 ORDER BY seq")
+});
+
+pub const OUTBOX_CLAIM: &str = "UPDATE outbox SET state = 'attempted', attempts = attempts + 1, updated_at = $3 \
+     WHERE id = $1 AND attempts = $2 AND state IN ('pending', 'attempted')";
+
+pub const OUTBOX_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', message_ref = $2, updated_at = $3 \
+     WHERE id = $1 RETURNING channel, chat_id, logical_key";
+
+pub const OUTBOX_FAILED: &str =
+    "UPDATE outbox SET state = 'failed', error = $2, updated_at = $3 WHERE id = $1";
+
+pub const KEYED_MESSAGE_UPSERT: &str = "INSERT INTO keyed_messages (channel, chat_id, logical_key, message_ref, updated_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel, chat_id, logical_key) \
+     DO UPDATE SET message_ref = $4, updated_at = $5";
+
+pub const KEYED_MESSAGE: &str = "SELECT message_ref FROM keyed_messages \
+     WHERE channel = $1 AND chat_id = $2 AND logical_key = $3";

@@ -13,13 +13,15 @@
 //!
 //! The SQL text is the same as on PostgreSQL ([`super::queries`]).
 
+use super::outbox_rows::{self, EntryRow};
 use super::queries as q;
 use super::{Backend, Database, MigrationReport, OpenError};
-use crate::domain::{ChannelKind, ConversationKey, EventId, Millis};
+use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision,
-    RateLimitStore, StoreError, StoredConversation, TranscriptEntry, TurnCommit,
+    IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
+    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
+    TurnCommit,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -269,10 +271,8 @@ fn read_processed(
     conn.prepare_cached(q::PROCESSED_EVENT)
         .and_then(|mut s| {
             s.query_row(params![channel.as_str(), event.as_str()], |r| {
-                let delivered: Option<i64> = r.get(1)?;
                 Ok(ProcessedEvent {
-                    reply: r.get(0)?,
-                    delivered: delivered.is_some(),
+                    processed_at: r.get(0)?,
                 })
             })
             .optional()
@@ -291,18 +291,72 @@ fn key_from_row(row: &Row<'_>, first: usize) -> Result<ConversationKey, StoreErr
 }
 
 fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> {
-    let c = &turn.conversation;
-    let key = &c.key;
-    let channel = key.channel.as_str();
+    let now = turn.at;
     if let Some(event) = &turn.event {
         let inserted = conn
             .prepare_cached(q::INSERT_EVENT)
-            .and_then(|mut s| s.execute(params![channel, event.as_str(), c.updated_at, turn.reply]))
+            .and_then(|mut s| s.execute(params![turn.channel.as_str(), event.as_str(), now]))
             .map_err(db_err)?;
         if inserted == 0 {
             return Err(StoreError::DuplicateEvent);
         }
     }
+    let version = match &turn.conversation {
+        Some(c) => write_conversation(conn, c)?,
+        None => 0,
+    };
+    write_records(conn, turn)?;
+    for hit in &turn.rate_hits {
+        let (start, end) = super::window(hit.window_secs, hit.now);
+        conn.prepare_cached(q::RATE_LIMIT_HIT)
+            .and_then(|mut s| s.query_row(params![hit.bucket, start, end], |r| r.get::<_, i64>(0)))
+            .map_err(db_err)?;
+    }
+    if let Some((chat, message)) = &turn.seen_message {
+        conn.prepare_cached(q::OUTBOX_BIND_SEEN)
+            .and_then(|mut s| {
+                s.execute(params![
+                    chat.channel.as_str(),
+                    chat.chat,
+                    message.as_str(),
+                    now
+                ])
+            })
+            .map_err(db_err)?;
+    }
+    for (chat, rows) in outbox_rows::by_chat(&turn.outbox)? {
+        let last: i64 = conn
+            .prepare_cached(q::OUTBOX_RESERVE)
+            .and_then(|mut s| {
+                s.query_row(
+                    params![chat.channel.as_str(), chat.chat, rows.len() as i64],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db_err)?;
+        let first = last - rows.len() as i64 + 1;
+        let mut insert = conn.prepare_cached(q::OUTBOX_INSERT).map_err(db_err)?;
+        for (i, row) in rows.iter().enumerate() {
+            insert
+                .execute(params![
+                    chat.channel.as_str(),
+                    chat.chat,
+                    first + i as i64,
+                    row.lane,
+                    row.op,
+                    row.key,
+                    turn.event.as_ref().map(EventId::as_str),
+                    now
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    Ok(version)
+}
+
+fn write_conversation(conn: &Connection, c: &StoredConversation) -> Result<i64, StoreError> {
+    let key = &c.key;
+    let channel = key.channel.as_str();
     let written = if c.version == 0 {
         conn.prepare_cached(q::INSERT_CONVERSATION)
             .and_then(|mut s| {
@@ -341,7 +395,16 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
     if written == 0 {
         return Err(StoreError::Conflict(key.clone()));
     }
-    if !turn.transcript.is_empty() {
+    Ok(c.version + 1)
+}
+
+/// The turn's transcript, audit, escalation and feedback records.
+fn write_records(conn: &Connection, turn: &TurnCommit) -> Result<(), StoreError> {
+    if let Some(c) = &turn.conversation
+        && !turn.transcript.is_empty()
+    {
+        let key = &c.key;
+        let channel = key.channel.as_str();
         let mut s = conn.prepare_cached(q::INSERT_TRANSCRIPT).map_err(db_err)?;
         for e in &turn.transcript {
             s.execute(params![
@@ -387,7 +450,7 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
             })
             .map_err(db_err)?;
     }
-    Ok(c.version + 1)
+    Ok(())
 }
 
 fn insert_audit(conn: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
@@ -427,7 +490,7 @@ impl ConversationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %turn.conversation.key.channel))]
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %turn.channel))]
     async fn commit_turn(&self, turn: TurnCommit) -> Result<i64, StoreError> {
         self.run(move |conn| commit_turn(conn, &turn)).await
     }
@@ -441,23 +504,6 @@ impl ConversationStore for SqliteStore {
         let event = event.clone();
         self.run(move |conn| read_processed(conn, channel, &event))
             .await
-    }
-
-    #[tracing::instrument(skip_all, fields(backend = "sqlite", %channel))]
-    async fn mark_reply_delivered(
-        &self,
-        channel: ChannelKind,
-        event: &EventId,
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        let event = event.clone();
-        self.run(move |conn| {
-            conn.prepare_cached(q::MARK_DELIVERED)
-                .and_then(|mut s| s.execute(params![at, channel.as_str(), event.as_str()]))
-                .map(|_| ())
-                .map_err(db_err)
-        })
-        .await
     }
 
     #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
@@ -547,6 +593,7 @@ impl ConversationStore for SqliteStore {
                 transcript_entries: run(q::PURGE_TRANSCRIPT, before.transcript)?,
                 idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency)?,
                 rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits)?,
+                outbox_entries: run(q::PURGE_OUTBOX, before.outbox)?,
             })
         })
         .await
@@ -573,6 +620,180 @@ impl RateLimitStore for SqliteStore {
             })
             .await?;
         Ok(super::decide(hits, limit, end, now))
+    }
+
+    async fn check(
+        &self,
+        bucket: &str,
+        window_secs: u64,
+        limit: u32,
+        now: Millis,
+    ) -> Result<RateDecision, StoreError> {
+        let (start, end) = super::window(window_secs, now);
+        let bucket = bucket.to_string();
+        let hits: Option<i64> = self
+            .run(move |conn| {
+                conn.prepare_cached(q::RATE_LIMIT_COUNT)
+                    .and_then(|mut s| s.query_row(params![bucket, start], |r| r.get(0)).optional())
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(super::decide(hits.unwrap_or(0) + 1, limit, end, now))
+    }
+}
+
+fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        chat: r.get(2)?,
+        seq: r.get(3)?,
+        lane: r.get(4)?,
+        op: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        event: r.get(8)?,
+        message: r.get(9)?,
+        error: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+fn query_entries(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let mut s = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = s.query_map(params, entry_from_row).map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(db_err)?.parse()?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError> {
+        self.run(move |conn| {
+            let mut s = conn.prepare_cached(q::OUTBOX_OPEN_CHATS).map_err(db_err)?;
+            let rows = s
+                .query_map(params![i64::from(limit)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (channel, chat) = row.map_err(db_err)?;
+                out.push(outbox_rows::chat_ref(&channel, chat)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite", %chat))]
+    async fn open_entries(
+        &self,
+        chat: &ChatRef,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let chat = chat.clone();
+        self.run(move |conn| {
+            query_entries(
+                conn,
+                &q::OUTBOX_OPEN_ENTRIES,
+                params![chat.channel.as_str(), chat.chat, i64::from(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            conn.prepare_cached(q::OUTBOX_CLAIM)
+                .and_then(|mut s| s.execute(params![id, i64::from(attempts), now]))
+                .map(|n| n == 1)
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn entry_delivered(
+        &self,
+        id: i64,
+        message: Option<&MessageRef>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let message = message.map(|m| m.as_str().to_string());
+        self.run(move |conn| {
+            let keyed: Option<(String, String, Option<String>)> = conn
+                .prepare_cached(q::OUTBOX_DELIVERED)
+                .and_then(|mut s| {
+                    s.query_row(params![id, message, now], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .map_err(db_err)?;
+            if let (Some((channel, chat, Some(key))), Some(message)) = (keyed, &message) {
+                conn.prepare_cached(q::KEYED_MESSAGE_UPSERT)
+                    .and_then(|mut s| s.execute(params![channel, chat, key, message, now]))
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        self.run(move |conn| {
+            conn.prepare_cached(q::OUTBOX_FAILED)
+                .and_then(|mut s| s.execute(params![id, reason, now]))
+                .map(|_| ())
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn keyed_message(
+        &self,
+        chat: &ChatRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        let (chat, key) = (chat.clone(), key.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(q::KEYED_MESSAGE)
+                .and_then(|mut s| {
+                    s.query_row(params![chat.channel.as_str(), chat.chat, key], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .optional()
+                })
+                .map(|m| m.map(MessageRef::new))
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        self.run(move |conn| Ok(query_entries(conn, &q::OUTBOX_ENTRY, params![id])?.pop()))
+            .await
+    }
+
+    async fn chat_outbox(&self, chat: &ChatRef) -> Result<Vec<OutboxEntry>, StoreError> {
+        let chat = chat.clone();
+        self.run(move |conn| {
+            query_entries(
+                conn,
+                &q::OUTBOX_CHAT,
+                params![chat.channel.as_str(), chat.chat],
+            )
+        })
+        .await
     }
 }
 

@@ -6,8 +6,8 @@
 
 use super::interactions::Responder;
 use super::rest::codes;
-use super::{Core, DmOutcome, conversation_key, render};
-use crate::domain::EventId;
+use super::{Core, DM_SENT, DMS_CLOSED, DmOutcome, conversation_key};
+use crate::domain::{EventId, MessageRef};
 use crate::engine::{Inbound, Input, redact};
 use serenity::async_trait;
 use serenity::builder::{CreateAllowedMentions, CreateMessage};
@@ -32,11 +32,6 @@ impl Handler {
     }
 }
 
-pub(crate) const DM_SENT: &str = "I've sent you a direct message: let's continue there, privately. I never discuss accounts in a server channel.";
-pub(crate) const DMS_CLOSED: &str = "I couldn't send you a direct message: your DMs are closed. \
-To open them: open this server's menu (click its name), choose **Privacy Settings**, turn on **Direct Messages**, \
-then run `/recover` again. (Or, in User Settings → Privacy & Safety, allow DMs from server members.)";
-pub(crate) const ALREADY_ANSWERED: &str = "I've already answered that: check your direct messages.";
 const SECRET_DELETED: &str = "⚠️ I removed your message: it looked like it held a password or a code. \
 Never share those with anyone, not even with us.";
 const SECRET_KEPT: &str = "⚠️ Your message looks like it holds a password or a code, and I can't remove it here: \
@@ -103,18 +98,15 @@ impl Core {
         let inbound = Inbound {
             key: conversation_key(user),
             event_id: Some(EventId::new(msg.id.to_string())),
-            message_id: Some(msg.id.to_string()),
+            message_id: Some(MessageRef::new(msg.id.to_string())),
             locale: None,
             input: Input::Text(text.to_string()),
         };
-        match self.turn_into_dm(inbound, user).await {
-            DmOutcome::Sent | DmOutcome::AlreadyAnswered | DmOutcome::Closed => {}
-            DmOutcome::Failed => {
-                let sorry = CreateMessage::new()
-                    .content(super::SORRY)
-                    .allowed_mentions(render::no_pings());
-                let _ = self.rest.create_message(msg.channel_id, &sorry).await;
-            }
+        // The reply goes out through the outbox; only a failed turn is
+        // answered here.
+        if let Err(e) = self.engine.handle(inbound).await {
+            tracing::error!(error = %e, "turn failed");
+            self.post_to_dm(user, super::SORRY).await;
         }
     }
 
@@ -137,7 +129,7 @@ impl Core {
         let inbound = Inbound {
             key: conversation_key(user),
             event_id: Some(EventId::new(msg.id.to_string())),
-            message_id: Some(msg.id.to_string()),
+            message_id: Some(MessageRef::new(msg.id.to_string())),
             locale: None,
             input: if text.is_empty() {
                 Input::Start(None)
@@ -145,36 +137,16 @@ impl Core {
                 Input::Text(text)
             },
         };
-        // The turn (which records the message, redacted) decides whether the
-        // event is new; the deletion comes right after it.
-        let turn = self.engine.handle(inbound).await;
-        if let Ok(reply) = &turn
-            && reply.duplicate
-            && reply.actions.is_empty()
-        {
+        // The turn (which records the message, redacted, and queues the DM)
+        // decides whether the event is new; the deletion comes right after.
+        let dm = self.turn_into_dm(inbound, user).await;
+        if dm == DmOutcome::AlreadyAnswered {
             return;
         }
         let deleted = if secret {
             self.delete_secret(cache, guild, msg.channel_id, &msg).await
         } else {
             false
-        };
-        let dm = match &turn {
-            Ok(reply) => match self.send_to_dm(user, reply).await {
-                Ok(()) => {
-                    self.delivered(&EventId::new(msg.id.to_string())).await;
-                    DmOutcome::Sent
-                }
-                Err(e) if e.is_dm_closed() => DmOutcome::Closed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not send the reply by DM");
-                    DmOutcome::Failed
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "turn failed");
-                DmOutcome::Failed
-            }
         };
         let mut text = String::new();
         if secret {

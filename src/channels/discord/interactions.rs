@@ -1,22 +1,29 @@
 //! Slash commands and button presses, answered within Discord's 3 seconds.
 //!
+//! The conversation itself (the next step's message, cleared buttons) goes
+//! to the DM through the outbox like every reply; the interaction's own
+//! answer is only the acknowledgement Discord requires:
+//! - a button: type 6 ("got it", the message stays as it is), or an
+//!   ephemeral notice when the press changed nothing ("That button has
+//!   expired.");
+//! - a slash command in the DM: a short ephemeral line; in a server: an
+//!   ephemeral pointer to the DM ("I've sent you a DM", "your DMs are
+//!   closed").
+//!
 //! The turn runs in its own task. If it is done within [`DEFER_AFTER`], the
-//! answer is the real one (type 4 message, or type 7 that clears the pressed
-//! message's buttons, then follow-ups); otherwise a deferred answer goes out
-//! first (type 5 for commands, type 6 for buttons) and the real one follows
-//! through the interaction webhook when the turn ends. The first answer goes
-//! back over REST (gateway) or as the HTTP response (interactions endpoint):
-//! see [`Responder`].
+//! answer is the real one; otherwise a deferred answer goes out first and
+//! the real one follows by editing it. The first answer goes back over REST
+//! (gateway) or as the HTTP response (interactions endpoint): see
+//! [`Responder`].
 
-use super::handler::{ALREADY_ANSWERED, DM_SENT, DMS_CLOSED};
-use super::render::{self, Part};
+use super::render;
 use super::rest::RestError;
-use super::{Core, DmOutcome, SORRY, commands, conversation_key};
-use crate::domain::EventId;
-use crate::engine::{EngineError, Inbound, Input, Outbound, Reply};
-use serenity::builder::{
-    CreateInteractionResponse, CreateInteractionResponseMessage, EditInteractionResponse,
+use super::{
+    ALREADY_ANSWERED, Core, DM_SENT, DMS_CLOSED, DmOutcome, SORRY, commands, conversation_key,
 };
+use crate::domain::{EventId, MessageRef};
+use crate::engine::{EXPIRED_BUTTON, EngineError, Inbound, Input, Outbound, Reply};
+use serenity::builder::{CreateInteractionResponse, CreateInteractionResponseMessage};
 use serenity::model::application::{
     CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, Interaction,
 };
@@ -30,8 +37,9 @@ use tokio::task::JoinHandle;
 /// A turn slower than this gets a deferred answer first: well inside
 /// Discord's 3 s, with room for the network.
 pub const DEFER_AFTER: Duration = Duration::from_millis(1500);
-/// The engine's words for a stale or forged button.
-const EXPIRED: &str = "That button has expired.";
+/// The answer to a slash command run in the DM: the conversation's next
+/// message follows in the DM itself.
+pub const IN_DM: &str = "On it: see my next message.";
 /// Payloads the engine issues start with this.
 const PAYLOAD_PREFIX: &str = "rb1:";
 
@@ -59,6 +67,38 @@ impl Responder {
         let part = &render::parts(text, &[], true)[0];
         self.send(core, CreateInteractionResponse::Message(part.to_response()))
             .await
+    }
+
+    /// An ephemeral line within 3 s, however long `work` takes: at once if
+    /// it is quick, else a deferral first and the line as its edit.
+    async fn ephemeral_after<T: Send + 'static>(
+        self,
+        core: &Core,
+        app: ApplicationId,
+        token: &str,
+        work: impl Future<Output = T> + Send + 'static,
+        text: impl FnOnce(Option<T>) -> String,
+    ) {
+        match race(work).await {
+            Raced::Done(outcome) => {
+                if let Err(e) = self.ephemeral(core, &text(outcome)).await {
+                    tracing::warn!(error = %e, "could not answer an interaction");
+                }
+            }
+            Raced::Slow(handle) => {
+                let defer = CreateInteractionResponse::Defer(
+                    CreateInteractionResponseMessage::new().ephemeral(true),
+                );
+                if let Err(e) = self.send(core, defer).await {
+                    tracing::warn!(error = %e, "could not defer an interaction");
+                }
+                let line = text(handle.await.ok());
+                let edit = render::parts(&line, &[], true)[0].to_edit_original();
+                if let Err(e) = core.rest.edit_original(app, token, &edit).await {
+                    tracing::warn!(error = %e, "could not complete an interaction");
+                }
+            }
+        }
     }
 }
 
@@ -114,14 +154,14 @@ impl Core {
             input,
         };
         let (app, token) = (cmd.application_id, cmd.token.clone());
+        let core = self.clone();
         if cmd.guild_id.is_some() {
             // In a server: the conversation goes to the DM; here only an
             // ephemeral pointer to it.
             let is_help = cmd.data.name == commands::HELP;
-            let core = self.clone();
             let work = async move { core.turn_into_dm(inbound, user).await };
-            let text = |outcome: DmOutcome| {
-                let pointer = match outcome {
+            let text = move |outcome: Option<DmOutcome>| {
+                let pointer = match outcome.unwrap_or(DmOutcome::Failed) {
                     DmOutcome::Sent => DM_SENT,
                     DmOutcome::AlreadyAnswered => ALREADY_ANSWERED,
                     DmOutcome::Closed => DMS_CLOSED,
@@ -133,83 +173,22 @@ impl Core {
                     pointer.to_string()
                 }
             };
-            match race(work).await {
-                Raced::Done(outcome) => {
-                    let outcome = outcome.unwrap_or(DmOutcome::Failed);
-                    if let Err(e) = responder.ephemeral(&self, &text(outcome)).await {
-                        tracing::warn!(error = %e, "could not answer a slash command");
-                    }
-                }
-                Raced::Slow(handle) => {
-                    let defer = CreateInteractionResponse::Defer(
-                        CreateInteractionResponseMessage::new().ephemeral(true),
-                    );
-                    if let Err(e) = responder.send(&self, defer).await {
-                        tracing::warn!(error = %e, "could not defer a slash command");
-                    }
-                    let outcome = handle.await.unwrap_or(DmOutcome::Failed);
-                    let edit = render::parts(&text(outcome), &[], true)[0].to_edit_original();
-                    if let Err(e) = self.rest.edit_original(app, &token, &edit).await {
-                        tracing::warn!(error = %e, "could not complete a slash command");
-                    }
-                }
-            }
+            responder
+                .ephemeral_after(&self, app, &token, work, text)
+                .await;
             return;
         }
-        // In the DM: the answer is the conversation's next message.
+        // In the DM: the answer is the conversation's next message, queued
+        // for the DM; the command itself gets a short ephemeral line.
         self.remember_dm(user, cmd.channel_id);
-        let event = inbound.event_id.clone();
-        let core = self.clone();
         let work = async move { core.engine.handle(inbound).await };
-        let delivered = match race(work).await {
-            Raced::Done(turn) => match usable(turn) {
-                Ok(Some(reply)) => {
-                    let parts = render::reply_parts(&reply);
-                    self.answer_with(responder, parts, app, &token).await
-                }
-                Ok(None) => false,
-                Err(()) => {
-                    let _ = responder.ephemeral(&self, SORRY).await;
-                    false
-                }
-            },
-            Raced::Slow(handle) => {
-                let defer =
-                    CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new());
-                let deferred = responder
-                    .send(&self, defer)
-                    .await
-                    .inspect_err(|e| tracing::warn!(error = %e, "could not defer a slash command"))
-                    .is_ok();
-                match usable(handle.await.ok()) {
-                    Ok(Some(reply)) => {
-                        let parts = render::reply_parts(&reply);
-                        let mut rest = parts.iter();
-                        let first_ok = match rest.next() {
-                            Some(first) => self
-                                .rest
-                                .edit_original(app, &token, &first.to_edit_original())
-                                .await
-                                .inspect_err(|e| {
-                                    tracing::warn!(error = %e, "could not complete a slash command")
-                                })
-                                .is_ok(),
-                            None => true,
-                        };
-                        deferred && first_ok && self.followups(app, &token, rest).await
-                    }
-                    Ok(None) => false,
-                    Err(()) => {
-                        let sorry = render::parts(SORRY, &[], true)[0].to_edit_original();
-                        let _ = self.rest.edit_original(app, &token, &sorry).await;
-                        false
-                    }
-                }
-            }
+        let text = |turn: Option<TurnResult>| match usable(turn) {
+            Ok(_) => IN_DM.to_string(),
+            Err(()) => SORRY.to_string(),
         };
-        if delivered && let Some(event) = event {
-            self.delivered(&event).await;
-        }
+        responder
+            .ephemeral_after(&self, app, &token, work, text)
+            .await;
     }
 
     async fn on_component(self: Arc<Self>, c: ComponentInteraction, responder: Responder) {
@@ -222,133 +201,57 @@ impl Core {
             && matches!(c.data.kind, ComponentInteractionDataKind::Button)
             && custom_id.starts_with(PAYLOAD_PREFIX)
             && custom_id.len() <= 100;
-        // A payload for a conversation that does not exist cannot be ours.
-        let known = plausible && matches!(self.engine.position(&key).await, Ok(Some(_)));
-        if !known {
-            let _ = responder.ephemeral(&self, EXPIRED).await;
+        if !plausible {
+            let _ = responder.ephemeral(&self, EXPIRED_BUTTON).await;
             return;
         }
         self.remember_dm(user, c.channel_id);
-        let pressed = c.message.id.to_string();
         let inbound = Inbound {
             key,
             event_id: Some(EventId::new(c.id.to_string())),
-            message_id: Some(pressed.clone()),
+            message_id: Some(MessageRef::new(c.message.id.to_string())),
             locale: Some(c.locale.clone()).filter(|l| !l.is_empty()),
             input: Input::Button(custom_id),
         };
-        let event = inbound.event_id.clone();
-        let (app, token) = (c.application_id, c.token.clone());
         let core = self.clone();
         let work = async move { core.engine.handle(inbound).await };
-        let clears = |reply: &Reply| {
-            reply.actions.iter().any(
-                |a| matches!(a, Outbound::ClearButtons { message_id } if *message_id == pressed),
-            )
-        };
-        let delivered = match race(work).await {
+        let answer = match race(work).await {
             Raced::Done(turn) => match usable(turn) {
-                Ok(Some(reply)) => {
-                    let parts = render::reply_parts(&reply);
-                    if clears(&reply) {
-                        // Type 7: the pressed message loses its buttons; the
-                        // next step follows as new messages.
-                        let update = CreateInteractionResponse::UpdateMessage(
-                            CreateInteractionResponseMessage::new().components(Vec::new()),
-                        );
-                        let ok = responder
-                            .send(&self, update)
-                            .await
-                            .inspect_err(
-                                |e| tracing::warn!(error = %e, "could not answer a button"),
-                            )
-                            .is_ok();
-                        ok && self.followups(app, &token, parts.iter()).await
-                    } else {
-                        // Nothing changed (an expired button): the notice only.
-                        self.answer_with(responder, parts, app, &token).await
-                    }
+                // A press that changed nothing: its notice, to the presser only.
+                Ok(Some(reply)) if notice_of(&reply).is_some() => {
+                    let notice = notice_of(&reply).unwrap_or(EXPIRED_BUTTON).to_string();
+                    responder.ephemeral(&self, &notice).await
                 }
-                Ok(None) => false,
-                Err(()) => {
-                    let _ = responder.ephemeral(&self, SORRY).await;
-                    false
+                // The next step is on its way to the DM: "got it".
+                Ok(_) => {
+                    responder
+                        .send(&self, CreateInteractionResponse::Acknowledge)
+                        .await
                 }
+                Err(()) => responder.ephemeral(&self, SORRY).await,
             },
             Raced::Slow(handle) => {
-                // Type 6: "got it"; the message stays as it is for now.
-                let deferred = responder
+                // Type 6 now; the turn's messages follow in the DM.
+                let acked = responder
                     .send(&self, CreateInteractionResponse::Acknowledge)
-                    .await
-                    .inspect_err(|e| tracing::warn!(error = %e, "could not defer a button"))
-                    .is_ok();
-                match usable(handle.await.ok()) {
-                    Ok(Some(reply)) => {
-                        if clears(&reply) {
-                            let edit = EditInteractionResponse::new().components(Vec::new());
-                            if let Err(e) = self.rest.edit_original(app, &token, &edit).await {
-                                tracing::debug!(error = %e, "could not clear the pressed buttons");
-                            }
-                        }
-                        let parts = render::reply_parts(&reply);
-                        deferred && self.followups(app, &token, parts.iter()).await
-                    }
-                    Ok(None) => false,
-                    Err(()) => {
-                        let sorry = &render::parts(SORRY, &[], true)[0];
-                        let _ = self
-                            .rest
-                            .create_followup(app, &token, &sorry.to_followup())
-                            .await;
-                        false
-                    }
+                    .await;
+                if usable(handle.await.ok()).is_err() {
+                    self.post_to_dm(user, SORRY).await;
                 }
+                acked
             }
         };
-        if delivered && let Some(event) = event {
-            self.delivered(&event).await;
+        if let Err(e) = answer {
+            tracing::warn!(error = %e, "could not answer a button");
         }
     }
+}
 
-    /// First part as the answer (type 4), the rest as follow-ups.
-    async fn answer_with(
-        &self,
-        responder: Responder,
-        parts: Vec<Part>,
-        app: ApplicationId,
-        token: &str,
-    ) -> bool {
-        let mut rest = parts.iter();
-        let first = match rest.next() {
-            Some(p) => CreateInteractionResponse::Message(p.to_response()),
-            None => CreateInteractionResponse::Acknowledge,
-        };
-        let ok = responder
-            .send(self, first)
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "could not answer an interaction"))
-            .is_ok();
-        ok && self.followups(app, token, rest).await
-    }
-
-    async fn followups<'a>(
-        &self,
-        app: ApplicationId,
-        token: &str,
-        parts: impl Iterator<Item = &'a Part>,
-    ) -> bool {
-        for part in parts {
-            if let Err(e) = self
-                .rest
-                .create_followup(app, token, &part.to_followup())
-                .await
-            {
-                tracing::warn!(error = %e, "could not send a follow-up message");
-                return false;
-            }
-        }
-        true
-    }
+fn notice_of(reply: &Reply) -> Option<&str> {
+    reply.actions.iter().find_map(|a| match a {
+        Outbound::Notice { text } => Some(text.as_str()),
+        _ => None,
+    })
 }
 
 /// A turn's reply, or why there is nothing to send: the turn failed

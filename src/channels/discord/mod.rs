@@ -17,8 +17,11 @@
 //!   so a gateway resume that replays an event never doubles a turn.
 //! * REST calls go through [`rest::Rest`], which handles 429s itself.
 //!
-//! Like every channel it calls only the engine (`handle`, `mark_delivered`,
-//! `position`), never the store. It never logs message text or the token.
+//! Like every channel it calls only the engine (`handle`, `post`,
+//! `position`), never the store; what it says goes through the outbox
+//! ([`transport`]), except the interaction answers Discord needs within
+//! 3 s and the pointers posted in a server. It never logs message text or
+//! the token.
 
 mod commands;
 mod handler;
@@ -26,18 +29,19 @@ mod interactions;
 pub mod interactions_endpoint;
 mod render;
 mod rest;
+mod transport;
 
 use crate::config::DiscordSettings;
-use crate::domain::{ChannelKind, ConversationKey, EventId};
-use crate::engine::{Engine, Reply};
+use crate::delivery::{Delivery, Outcome};
+use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId};
+use crate::engine::Engine;
 use crate::shutdown::Shutdown;
 use anyhow::{Context as _, anyhow};
 use rest::{Rest, RestError};
-use serenity::builder::EditMessage;
 use serenity::client::ClientBuilder;
 use serenity::http::HttpBuilder;
 use serenity::model::gateway::GatewayIntents;
-use serenity::model::id::{ApplicationId, ChannelId, GuildId, MessageId, UserId};
+use serenity::model::id::{ApplicationId, ChannelId, GuildId, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -73,6 +77,7 @@ pub fn conversation_key(user: impl std::fmt::Display) -> ConversationKey {
 /// cannot be reached at start-up or refuses the token.
 pub async fn run(
     engine: Arc<Engine>,
+    delivery: Arc<Delivery>,
     settings: DiscordSettings,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -87,7 +92,13 @@ pub async fn run(
         .gateway_url()
         .await
         .map_err(|e| anyhow!("cannot find Discord's gateway at {shown_api}: {e}"))?;
-    let core = Arc::new(Core::new(engine, rest, guilds));
+    let core = Arc::new(Core::new(engine, delivery.clone(), rest, guilds));
+    delivery
+        .register(
+            ChannelKind::Discord,
+            Arc::new(transport::DiscordTransport::new(core.clone())),
+        )
+        .await;
 
     let endpoint = if settings.interactions_endpoint {
         Some(interactions_endpoint::serve(core.clone(), &settings, shutdown.clone()).await?)
@@ -175,6 +186,7 @@ fn describe(e: &serenity::Error) -> String {
 /// What the event handler, the interactions and the HTTP endpoint share.
 pub(crate) struct Core {
     pub engine: Arc<Engine>,
+    pub delivery: Arc<Delivery>,
     pub rest: Rest,
     pub guilds: Vec<GuildId>,
     pub app_id: OnceLock<ApplicationId>,
@@ -196,12 +208,18 @@ pub(crate) enum DmOutcome {
     Failed,
 }
 
+pub(crate) const DM_SENT: &str = "I've sent you a direct message: let's continue there, privately. I never discuss accounts in a server channel.";
+pub(crate) const DMS_CLOSED: &str = "I couldn't send you a direct message: your DMs are closed. \
+To open them: open this server's menu (click its name), choose **Privacy Settings**, turn on **Direct Messages**, \
+then run `/recover` again. (Or, in User Settings → Privacy & Safety, allow DMs from server members.)";
+pub(crate) const ALREADY_ANSWERED: &str = "I've already answered that: check your direct messages.";
 pub(crate) const SORRY: &str = "Sorry, something went wrong on my side; please try again.";
 
 impl Core {
-    fn new(engine: Arc<Engine>, rest: Rest, guilds: Vec<GuildId>) -> Self {
+    fn new(engine: Arc<Engine>, delivery: Arc<Delivery>, rest: Rest, guilds: Vec<GuildId>) -> Self {
         Self {
             engine,
+            delivery,
             rest,
             guilds,
             app_id: OnceLock::new(),
@@ -235,43 +253,12 @@ impl Core {
         Ok(channel)
     }
 
-    /// Sends a reply's messages to the user's DM, in order. Deletions are
-    /// not done here (a bot cannot delete a user's DM message).
-    pub async fn send_to_dm(&self, user: UserId, reply: &Reply) -> Result<(), RestError> {
-        let parts = render::reply_parts(reply);
-        let clears: Vec<MessageId> = reply
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                crate::engine::Outbound::ClearButtons { message_id } => message_id
-                    .parse()
-                    .ok()
-                    .filter(|id| *id != 0)
-                    .map(MessageId::new),
-                _ => None,
-            })
-            .collect();
-        if parts.is_empty() && clears.is_empty() {
-            return Ok(());
-        }
-        let channel = self.dm_channel(user).await?;
-        for message in clears {
-            let edit = EditMessage::new().components(Vec::new());
-            if let Err(e) = self.rest.edit_message(channel, message, &edit).await {
-                tracing::debug!(error = %e, "could not clear old buttons");
-            }
-        }
-        for part in parts {
-            self.rest
-                .create_message(channel, &part.to_message())
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Runs a turn of `user`'s conversation and sends the reply to the DM.
+    /// Runs a turn of `user`'s conversation (its reply goes to the DM
+    /// through the outbox) and says how the DM fared: a turn answered from
+    /// a server needs to say "check your DMs" or "your DMs are closed".
     pub async fn turn_into_dm(&self, inbound: crate::engine::Inbound, user: UserId) -> DmOutcome {
         let event = inbound.event_id.clone();
+        let outcomes = self.delivery.subscribe();
         let reply = match self.engine.handle(inbound).await {
             Ok(r) => r,
             Err(e) => {
@@ -279,34 +266,58 @@ impl Core {
                 return DmOutcome::Failed;
             }
         };
-        if reply.duplicate && reply.actions.is_empty() {
+        if reply.duplicate {
             return DmOutcome::AlreadyAnswered;
         }
-        match self.send_to_dm(user, &reply).await {
-            Ok(()) => {
-                if let Some(event) = &event {
-                    self.delivered(event).await;
-                }
-                DmOutcome::Sent
-            }
-            Err(e) if e.is_dm_closed() => DmOutcome::Closed,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not send the reply by DM");
-                DmOutcome::Failed
-            }
+        let dm = ChatRef::new(ChannelKind::Discord, conversation_key(user).chat);
+        match event {
+            Some(event) => dm_outcome(outcomes, &dm, &event).await,
+            None => DmOutcome::Sent,
         }
     }
 
-    /// Tells the engine the reply to `event` went out.
-    pub async fn delivered(&self, event: &EventId) {
+    /// Queues a short message to a user's DM, outside any turn.
+    pub async fn post_to_dm(&self, user: UserId, text: &str) {
+        let dm = ChatRef::new(ChannelKind::Discord, conversation_key(user).chat);
+        let envelope =
+            crate::engine::Envelope::reply(dm, crate::engine::Outbound::message(text, Vec::new()));
         if let Err(e) = self
             .engine
-            .mark_delivered(ChannelKind::Discord, event)
+            .post(ChannelKind::Discord, None, vec![envelope])
             .await
         {
-            tracing::warn!(error = %e, "could not record the reply as delivered");
+            tracing::warn!(error = %e, "could not queue a message");
         }
     }
+}
+
+/// How long a server-side answer waits to learn whether the DM went out.
+const DM_OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_millis(2500);
+
+/// Waits for the first message of `event`'s turn to reach (or fail to
+/// reach) the DM. Slow delivery counts as sent: it is on its way.
+async fn dm_outcome(
+    mut outcomes: tokio::sync::broadcast::Receiver<Outcome>,
+    dm: &ChatRef,
+    event: &EventId,
+) -> DmOutcome {
+    let wait = async {
+        loop {
+            match outcomes.recv().await {
+                Ok(o) if o.chat == *dm && o.event.as_ref() == Some(event) => match o.result {
+                    Ok(Some(_)) => return DmOutcome::Sent,
+                    Ok(None) => continue,
+                    Err(reason) if transport::is_dm_closed(&reason) => return DmOutcome::Closed,
+                    Err(_) => return DmOutcome::Failed,
+                },
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return DmOutcome::Sent,
+            }
+        }
+    };
+    tokio::time::timeout(DM_OUTCOME_WAIT, wait)
+        .await
+        .unwrap_or(DmOutcome::Sent)
 }
 
 #[cfg(test)]

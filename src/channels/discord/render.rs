@@ -4,11 +4,10 @@
 //! `allowed_mentions` empty on every message, so that nothing the bot sends
 //! (which may quote what a user typed) can ping @everyone, a role or a user.
 
-use crate::engine::{OutButton, Outbound, Reply};
+use crate::engine::OutButton;
 use serenity::builder::{
     CreateActionRow, CreateAllowedMentions, CreateButton, CreateInteractionResponse,
-    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
-    EditInteractionResponse,
+    CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse,
 };
 use serenity::model::application::ButtonStyle;
 
@@ -80,20 +79,6 @@ impl Part {
         m
     }
 
-    pub fn to_followup(&self) -> CreateInteractionResponseFollowup {
-        let mut m = CreateInteractionResponseFollowup::new().allowed_mentions(no_pings());
-        if self.ephemeral {
-            m = m.ephemeral(true);
-        }
-        if let Some(c) = self.content() {
-            m = m.content(c);
-        }
-        if let Some(rows) = self.rows() {
-            m = m.components(rows);
-        }
-        m
-    }
-
     /// Replaces a deferred answer's "thinking..." with this part.
     pub fn to_edit_original(&self) -> EditInteractionResponse {
         EditInteractionResponse::new()
@@ -124,21 +109,6 @@ pub fn parts(text: &str, buttons: &[OutButton], ephemeral: bool) -> Vec<Part> {
             ephemeral,
         })
         .collect()
-}
-
-/// The messages of an engine reply, in order: notices (ephemeral where the
-/// platform allows), then the message. Deletions and button clearing are
-/// not messages; the caller does those.
-pub fn reply_parts(reply: &Reply) -> Vec<Part> {
-    let mut out = Vec::new();
-    for action in &reply.actions {
-        match action {
-            Outbound::Notice { text } => out.extend(parts(text, &[], true)),
-            Outbound::Message { text, buttons } => out.extend(parts(text, buttons, false)),
-            Outbound::ClearButtons { .. } | Outbound::DeleteMessage { .. } => {}
-        }
-    }
-    out
 }
 
 /// Cuts `text` into pieces of at most `max` characters, at a paragraph
@@ -185,14 +155,15 @@ pub fn rows(buttons: &[OutButton]) -> Vec<CreateActionRow> {
         .filter(|b| b.payload.chars().count() <= MAX_CUSTOM_ID_CHARS)
         .take(max)
         .enumerate()
-        .map(|(i, b)| {
-            CreateButton::new(b.payload.clone())
+        .map(|(i, b)| match b.link_url() {
+            Some(url) => CreateButton::new_link(url).label(truncate(&b.label, MAX_LABEL_CHARS)),
+            None => CreateButton::new(b.payload.clone())
                 .label(truncate(&b.label, MAX_LABEL_CHARS))
                 .style(if i == 0 {
                     ButtonStyle::Primary
                 } else {
                     ButtonStyle::Secondary
-                })
+                }),
         })
         .collect::<Vec<_>>()
         .chunks(MAX_BUTTONS_PER_ROW)

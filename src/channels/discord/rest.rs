@@ -74,11 +74,6 @@ impl RestError {
         }
     }
 
-    /// The user does not accept direct messages from the bot.
-    pub fn is_dm_closed(&self) -> bool {
-        self.code() == Some(codes::CANNOT_DM_USER)
-    }
-
     /// The bot lacks a permission it needs here.
     pub fn is_missing_permissions(&self) -> bool {
         self.code() == Some(codes::MISSING_PERMISSIONS)
@@ -401,25 +396,6 @@ impl Rest {
             },
             LightMethod::Post,
             &super::render::response_json(response),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// `POST /webhooks/{app}/{token}`: a follow-up message.
-    pub async fn create_followup(
-        &self,
-        app: ApplicationId,
-        token: &str,
-        followup: &serenity::builder::CreateInteractionResponseFollowup,
-    ) -> Result<(), RestError> {
-        self.call_json(
-            Route::WebhookFollowupMessages {
-                application_id: app,
-                token,
-            },
-            LightMethod::Post,
-            followup,
         )
         .await
         .map(drop)

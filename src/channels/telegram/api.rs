@@ -3,7 +3,8 @@
 //! turned into words that never contain the request URL (it holds the
 //! token) nor a response body (it may hold user text).
 
-use super::pacing::{Pace, Pacer};
+use super::pacing::{LaneCaps, Pace, Pacer};
+use crate::engine::Lane;
 use crate::shutdown::Shutdown;
 use secrecy::{ExposeSecret, SecretString};
 use std::future::IntoFuture;
@@ -127,6 +128,7 @@ impl Api {
         token: &SecretString,
         api_url: &str,
         poll_timeout_secs: u64,
+        caps: LaneCaps,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         // teloxide appends `/bot<token>/<Method>`; a trailing slash would
@@ -144,7 +146,7 @@ impl Api {
         let bot = Bot::with_client(token.expose_secret(), client).set_api_url(url);
         Ok(Self {
             bot,
-            pacer: Pacer::new(),
+            pacer: Pacer::with_caps(caps),
             shutdown,
         })
     }
@@ -182,12 +184,16 @@ impl Api {
             };
             if let RequestError::RetryAfter(s) = &err {
                 let wait = s.duration().max(Duration::from_secs(1));
+                let chat = match pace {
+                    Pace::Message { chat, .. } => Some(chat),
+                    Pace::Other => None,
+                };
                 tracing::warn!(
                     method = what,
                     retry_after_s = wait.as_secs(),
-                    "Telegram flood limit: pausing every request"
+                    "Telegram flood limit: holding back the chat"
                 );
-                self.pacer.freeze(wait);
+                self.pacer.freeze(wait, chat);
                 last = classify(&err);
                 continue;
             }
@@ -265,7 +271,8 @@ impl Api {
             Ok(v) => Ok(v),
             Err(e) => {
                 if let RequestError::RetryAfter(s) = &e {
-                    self.pacer.freeze(s.duration().max(Duration::from_secs(1)));
+                    self.pacer
+                        .freeze(s.duration().max(Duration::from_secs(1)), None);
                 }
                 Err(classify(&e))
             }
@@ -289,12 +296,14 @@ impl Api {
         &self,
         chat: ChatId,
         group: bool,
+        lane: Lane,
         html: &str,
         keyboard: Option<InlineKeyboardMarkup>,
     ) -> Result<MessageId, CallError> {
         let pace = Pace::Message {
             chat: chat.0,
             group,
+            lane,
         };
         self.call("sendMessage", pace, || {
             let mut req = self
@@ -315,6 +324,28 @@ impl Api {
         })
         .await
         .map(|m| m.id)
+    }
+
+    /// Replaces the text and keyboard of one of the bot's messages.
+    pub async fn edit_message_text(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        html: &str,
+        keyboard: Option<InlineKeyboardMarkup>,
+    ) -> Result<(), CallError> {
+        self.call("editMessageText", Pace::Other, || {
+            let mut req = self
+                .bot
+                .edit_message_text(chat, message, html.to_string())
+                .parse_mode(ParseMode::Html);
+            if let Some(kb) = &keyboard {
+                req = req.reply_markup(kb.clone());
+            }
+            req.into_future()
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Removes the inline keyboard of one of the bot's messages.

@@ -1,10 +1,12 @@
 //! Groups and supergroups: the bot answers only its commands and mentions,
 //! never discusses an account there, and points to a private chat (deep
-//! links) for anything personal. Nothing here reaches the engine.
+//! links) for anything personal. No conversation is involved: the answer
+//! is queued for delivery with the update's id (so it survives a restart
+//! and is never sent twice).
 
 use super::commands::Addressed;
-use super::render::{deep_link, escape_html};
-use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
+use super::render::deep_link;
+use crate::engine::OutButton;
 
 const INTRO: &str = "I help people who can't get into their account. Account problems are personal, so I only handle them in a private chat with you: tap a button below.";
 const STATUS: &str =
@@ -15,13 +17,13 @@ const CANCEL: &str = "There is nothing to cancel here: I only hold conversations
 const PRIVACY: &str = "Please keep passwords, codes and other personal details out of this group.";
 const SECRET_WARNING: &str = "⚠️ That message looked like it held a password or a code. I tried to remove it. If it was real, change it now.";
 
-/// The reply to a group message addressed to the bot: HTML text and a
-/// keyboard of deep links into a private chat.
+/// The reply to a group message addressed to the bot: plain text and deep
+/// links into a private chat.
 pub fn reply(
     addressed: &Addressed,
     bot_username: &str,
     pasted_secret: bool,
-) -> (String, Option<InlineKeyboardMarkup>) {
+) -> (String, Vec<OutButton>) {
     let (lead, links): (&str, &[(&str, &str)]) = match addressed {
         Addressed::Command(c) if c == "status" => (
             STATUS,
@@ -55,14 +57,13 @@ pub fn reply(
     text.push_str(lead);
     text.push_str("\n\n");
     text.push_str(PRIVACY);
-    let rows: Vec<[InlineKeyboardButton; 1]> = links
+    let buttons = links
         .iter()
         .filter_map(|(label, payload)| {
-            deep_link(bot_username, payload).map(|u| [InlineKeyboardButton::url(*label, u)])
+            deep_link(bot_username, payload).map(|u| OutButton::link(*label, u.as_str()))
         })
         .collect();
-    let keyboard = (!rows.is_empty()).then(|| InlineKeyboardMarkup::new(rows));
-    (escape_html(&text), keyboard)
+    (text, buttons)
 }
 
 #[cfg(test)]
@@ -78,10 +79,10 @@ mod tests {
             Addressed::Command("human".into()),
             Addressed::Command("cancel".into()),
         ] {
-            let (text, kb) = reply(&a, "recover_bot", false);
+            let (text, buttons) = reply(&a, "recover_bot", false);
             assert!(!text.to_lowercase().contains("e-mail"), "{text}");
-            let kb = kb.unwrap();
-            assert!(!kb.inline_keyboard.is_empty());
+            assert!(!buttons.is_empty());
+            assert!(buttons.iter().all(|b| b.link_url().is_some()));
         }
     }
 }

@@ -2,16 +2,19 @@
 //! conversation with inline keyboards; groups get short answers that lead
 //! into a private chat.
 //!
-//! - [`handler`]: one update start to finish (engine turn, reply, delivered);
+//! - [`handler`]: one update start to finish (decoded, committed with its
+//!   replies in the outbox, the callback query answered);
 //! - [`polling`] and [`webhook`]: the two ways updates arrive;
+//! - [`transport`]: the outbox's entries as Bot API calls, for delivery;
 //! - [`api`] and [`pacing`]: the Bot API client, paced under the flood
-//!   limits, honouring `retry_after` for the whole bot;
+//!   limits per chat and per lane, honouring `retry_after`;
 //! - [`render`]: HTML escaping, splitting at 4096 characters, keyboards;
 //! - [`commands`] and [`group`]: commands, deep links, mentions, groups.
 //!
 //! Exactly-once: the `update_id` is the engine's event id, stored with the
-//! turn in one transaction; the polling offset (or the webhook's 200) only
-//! passes an update once its turn is committed and its reply sent.
+//! turn and its outgoing messages in one transaction; the polling offset
+//! (or the webhook's 200) passes an update once that is committed, and
+//! delivery sends the messages on its own time.
 //!
 //! Logs never hold message text, the token, or request URLs (teloxide's
 //! network errors embed the URL, which embeds the token: see [`api`]).
@@ -23,9 +26,12 @@ pub mod handler;
 pub mod pacing;
 pub mod polling;
 pub mod render;
+pub mod transport;
 pub mod webhook;
 
 use crate::config::{TelegramMode, TelegramSettings};
+use crate::delivery::Delivery;
+use crate::domain::ChannelKind;
 use crate::engine::Engine;
 use crate::shutdown::Shutdown;
 use api::{Api, CallError};
@@ -46,14 +52,16 @@ pub struct RunOptions {
 /// Runs the Telegram channel until `shutdown` fires.
 pub async fn run(
     engine: Arc<Engine>,
+    delivery: Arc<Delivery>,
     settings: TelegramSettings,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    run_with(engine, settings, shutdown, RunOptions::default()).await
+    run_with(engine, delivery, settings, shutdown, RunOptions::default()).await
 }
 
 pub async fn run_with(
     engine: Arc<Engine>,
+    delivery: Arc<Delivery>,
     settings: TelegramSettings,
     mut shutdown: Shutdown,
     options: RunOptions,
@@ -62,12 +70,17 @@ pub async fn run_with(
         anyhow::anyhow!("telegram.token is not set: export RECOVERBOT__TELEGRAM__TOKEN")
     })?;
     let poll_timeout = u32::try_from(settings.poll_timeout_secs.min(50)).unwrap_or(25);
-    let api = Api::new(
+    let caps = pacing::LaneCaps {
+        interactive_per_second: cap(settings.max_messages_per_second),
+        bulk_per_second: cap(settings.bulk_messages_per_second),
+    };
+    let api = Arc::new(Api::new(
         token,
         &settings.api_url,
         u64::from(poll_timeout),
+        caps,
         shutdown.clone(),
-    )?;
+    )?);
     // Check webhook settings before touching Telegram.
     let webhook = match settings.mode {
         TelegramMode::Polling => None,
@@ -92,6 +105,8 @@ pub async fn run_with(
     if let Err(e) = api.set_my_commands(commands).await {
         tracing::warn!(error = %e, "Telegram: could not register the command list");
     }
+    let transport = Arc::new(transport::TelegramTransport::new(api.clone()));
+    delivery.register(ChannelKind::Telegram, transport).await;
     let handler = Arc::new(Handler::new(engine, api, username, me.user.id));
     match webhook {
         None => {
@@ -118,6 +133,11 @@ pub async fn run_with(
             webhook::run(handler, url, secret, listener, shutdown).await
         }
     }
+}
+
+/// A configured rate as a cap: 0 is none.
+fn cap(per_second: u32) -> Option<usize> {
+    (per_second > 0).then_some(per_second as usize)
 }
 
 /// Asks Telegram who the bot is, retrying while it cannot be reached.

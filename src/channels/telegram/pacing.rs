@@ -1,14 +1,20 @@
-//! Outbound pacing under Telegram's flood limits, for the whole bot:
+//! Outbound pacing under Telegram's flood limits:
 //!
 //! - about one message per second per chat, with short bursts tolerated
 //!   (a token bucket of [`CHAT_BURST`] messages refilled at one per second);
 //! - at most [`GROUP_PER_MINUTE`] messages per minute to one group;
-//! - at most [`GLOBAL_PER_SECOND`] messages per second overall;
-//! - after a 429, nothing at all goes to Telegram until its `retry_after`
-//!   has passed ([`Pacer::freeze`]): every call waits in [`Pacer::ready`].
+//! - replies (the interactive lane) have no bot-wide cap unless the
+//!   operator sets one (`telegram.max_messages_per_second`); bulk sends
+//!   (announcements) share a bot-wide cap (`telegram.bulk_messages_per_second`)
+//!   and never hold up a reply;
+//! - a 429 holds back the chat it was for until its `retry_after`
+//!   ([`Pacer::freeze`]); 429s for several chats within a second hold back
+//!   every request, since then the bot as a whole is over the limit.
 //!
 //! Callers reserve a slot first and then sleep until it comes, so concurrent
 //! senders never share a slot.
+
+use crate::engine::Lane;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -18,7 +24,11 @@ use tokio::time::Instant;
 pub const CHAT_BURST: f64 = 3.0;
 pub const CHAT_PER_SECOND: f64 = 1.0;
 pub const GROUP_PER_MINUTE: usize = 20;
-pub const GLOBAL_PER_SECOND: usize = 30;
+/// The bulk lane's default bot-wide cap: under Telegram's "about 30 per
+/// second" for broadcasts, with room for replies.
+pub const BULK_PER_SECOND: usize = 25;
+/// 429s for this many different chats within a second freeze every request.
+const CHATS_FOR_GLOBAL_FREEZE: usize = 3;
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 /// Chats idle this long are forgotten (their bucket is full again anyway).
@@ -27,8 +37,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(120);
 /// What a request is, for pacing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// A new message in a chat: counts against every limit.
-    Message { chat: i64, group: bool },
+    /// A new message in a chat: counts against the chat's limits and its
+    /// lane's cap.
+    Message { chat: i64, group: bool, lane: Lane },
     /// Anything else (answers, edits, deletes, getUpdates): only waits out
     /// a 429 freeze.
     Other,
@@ -41,18 +52,41 @@ struct ChatBudget {
     /// Send times in the last minute (groups only).
     minute: VecDeque<Instant>,
     last_used: Instant,
+    /// A 429 for this chat holds it back until then.
+    frozen_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frozen_until: Option<Instant>,
-    global: VecDeque<Instant>,
+    /// Send times in the last second, per lane with a cap.
+    interactive: VecDeque<Instant>,
+    bulk: VecDeque<Instant>,
     chats: HashMap<i64, ChatBudget>,
+    /// Recent 429s: when, and for which chat.
+    recent_429s: VecDeque<(Instant, i64)>,
+}
+
+/// Bot-wide caps per lane; `None` is no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneCaps {
+    pub interactive_per_second: Option<usize>,
+    pub bulk_per_second: Option<usize>,
+}
+
+impl Default for LaneCaps {
+    fn default() -> Self {
+        Self {
+            interactive_per_second: None,
+            bulk_per_second: Some(BULK_PER_SECOND),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Pacer {
     state: Mutex<State>,
+    caps: LaneCaps,
 }
 
 impl Pacer {
@@ -60,11 +94,47 @@ impl Pacer {
         Self::default()
     }
 
-    /// Stops every request until `now + wait` (a 429's `retry_after`).
-    pub fn freeze(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+    pub fn with_caps(caps: LaneCaps) -> Self {
+        Self {
+            state: Mutex::default(),
+            caps,
+        }
+    }
+
+    /// A 429 said to wait `wait`: for `chat` only, unless several chats
+    /// were told so within a second (or no chat is named), then for every
+    /// request.
+    pub fn freeze(&self, wait: Duration, chat: Option<i64>) {
+        let now = Instant::now();
+        let until = now + wait;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.frozen_until = Some(s.frozen_until.map_or(until, |f| f.max(until)));
+        let global = match chat {
+            None => true,
+            Some(chat) => {
+                if let Some(b) = s.chats.get_mut(&chat) {
+                    b.frozen_until = Some(b.frozen_until.map_or(until, |f| f.max(until)));
+                } else {
+                    let mut b = ChatBudget::new(now);
+                    b.frozen_until = Some(until);
+                    s.chats.insert(chat, b);
+                }
+                while s
+                    .recent_429s
+                    .front()
+                    .is_some_and(|(t, _)| now - *t >= SECOND)
+                {
+                    s.recent_429s.pop_front();
+                }
+                s.recent_429s.push_back((now, chat));
+                let mut chats: Vec<i64> = s.recent_429s.iter().map(|(_, c)| *c).collect();
+                chats.sort_unstable();
+                chats.dedup();
+                chats.len() >= CHATS_FOR_GLOBAL_FREEZE
+            }
+        };
+        if global {
+            s.frozen_until = Some(s.frozen_until.map_or(until, |f| f.max(until)));
+        }
     }
 
     /// When the current freeze ends, if one is on.
@@ -96,24 +166,38 @@ impl Pacer {
                 s.frozen_until = None;
             }
         }
-        let Pace::Message { chat, group } = pace else {
+        let Pace::Message { chat, group, lane } = pace else {
             return (earliest > now).then(|| earliest - now);
         };
-        while s.global.front().is_some_and(|t| now - *t >= SECOND) {
-            s.global.pop_front();
+        let cap = match lane {
+            Lane::Interactive => self.caps.interactive_per_second,
+            Lane::Bulk => self.caps.bulk_per_second,
+        };
+        let sent = match lane {
+            Lane::Interactive => &mut s.interactive,
+            Lane::Bulk => &mut s.bulk,
+        };
+        while sent.front().is_some_and(|t| now - *t >= SECOND) {
+            sent.pop_front();
         }
-        if s.global.len() >= GLOBAL_PER_SECOND {
-            earliest = earliest.max(s.global[s.global.len() - GLOBAL_PER_SECOND] + SECOND);
+        if let Some(cap) = cap.filter(|c| *c > 0)
+            && sent.len() >= cap
+        {
+            earliest = earliest.max(sent[sent.len() - cap] + SECOND);
         }
         if s.chats.len() > 1024 {
-            s.chats.retain(|_, b| now - b.last_used < FORGET_AFTER);
+            s.chats.retain(|_, b| {
+                now - b.last_used < FORGET_AFTER || b.frozen_until.is_some_and(|f| f > now)
+            });
         }
-        let budget = s.chats.entry(chat).or_insert_with(|| ChatBudget {
-            tokens: CHAT_BURST,
-            refilled: now,
-            minute: VecDeque::new(),
-            last_used: now,
-        });
+        let budget = s.chats.entry(chat).or_insert_with(|| ChatBudget::new(now));
+        if let Some(f) = budget.frozen_until {
+            if f > now {
+                earliest = earliest.max(f);
+            } else {
+                budget.frozen_until = None;
+            }
+        }
         let elapsed = (now - budget.refilled).as_secs_f64();
         budget.tokens = (budget.tokens + elapsed * CHAT_PER_SECOND).min(CHAT_BURST);
         budget.refilled = now;
@@ -139,8 +223,25 @@ impl Pacer {
         if group {
             budget.minute.push_back(now);
         }
-        s.global.push_back(now);
+        if cap.is_some_and(|c| c > 0) {
+            match lane {
+                Lane::Interactive => s.interactive.push_back(now),
+                Lane::Bulk => s.bulk.push_back(now),
+            }
+        }
         None
+    }
+}
+
+impl ChatBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: CHAT_BURST,
+            refilled: now,
+            minute: VecDeque::new(),
+            last_used: now,
+            frozen_until: None,
+        }
     }
 }
 
@@ -166,6 +267,7 @@ mod tests {
             Pace::Message {
                 chat: 1,
                 group: false,
+                lane: Lane::Interactive,
             },
             6,
         )
@@ -183,6 +285,7 @@ mod tests {
             Pace::Message {
                 chat: -100,
                 group: true,
+                lane: Lane::Interactive,
             },
             21,
         )
@@ -192,30 +295,87 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_most_thirty_a_second_overall() {
+    async fn replies_have_no_bot_wide_cap_by_default() {
         let pacer = Pacer::new();
         let start = Instant::now();
-        for chat in 0..31 {
-            pacer.ready(Pace::Message { chat, group: false }).await;
+        for chat in 0..500 {
+            pacer.ready(reply(chat)).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_sends_take_the_bot_wide_cap_and_do_not_slow_replies() {
+        let pacer = Pacer::new();
+        let start = Instant::now();
+        for chat in 0..=BULK_PER_SECOND as i64 {
+            pacer
+                .ready(Pace::Message {
+                    chat,
+                    group: true,
+                    lane: Lane::Bulk,
+                })
+                .await;
+        }
+        assert!(Instant::now() - start >= SECOND);
+        let before_reply = Instant::now();
+        pacer.ready(reply(9_999)).await;
+        assert_eq!(Instant::now() - before_reply, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operator_cap_limits_replies() {
+        let pacer = Pacer::with_caps(LaneCaps {
+            interactive_per_second: Some(10),
+            bulk_per_second: None,
+        });
+        let start = Instant::now();
+        for chat in 0..11 {
+            pacer.ready(reply(chat)).await;
         }
         assert!(Instant::now() - start >= SECOND);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_429_holds_back_only_its_chat() {
+        let pacer = Pacer::new();
+        pacer.freeze(Duration::from_secs(5), Some(1));
+        let start = Instant::now();
+        pacer.ready(reply(2)).await;
+        assert_eq!(Instant::now() - start, Duration::ZERO);
+        pacer.ready(reply(1)).await;
+        assert!(Instant::now() - start >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_429s_in_a_second_hold_back_everything() {
+        let pacer = Pacer::new();
+        for chat in 1..=3 {
+            pacer.freeze(Duration::from_secs(4), Some(chat));
+        }
+        let start = Instant::now();
+        pacer.ready(reply(77)).await;
+        assert!(Instant::now() - start >= Duration::from_secs(4));
+    }
+
+    fn reply(chat: i64) -> Pace {
+        Pace::Message {
+            chat,
+            group: false,
+            lane: Lane::Interactive,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_freeze_holds_every_kind_of_request() {
         let pacer = Pacer::new();
-        pacer.freeze(Duration::from_secs(3));
+        pacer.freeze(Duration::from_secs(3), None);
         let start = Instant::now();
         pacer.ready(Pace::Other).await;
         assert!(Instant::now() - start >= Duration::from_secs(3));
-        pacer.freeze(Duration::from_secs(2));
+        pacer.freeze(Duration::from_secs(2), None);
         let start = Instant::now();
-        pacer
-            .ready(Pace::Message {
-                chat: 5,
-                group: false,
-            })
-            .await;
+        pacer.ready(reply(5)).await;
         assert!(Instant::now() - start >= Duration::from_secs(2));
         assert!(pacer.frozen_until().is_none());
     }

@@ -1,9 +1,10 @@
 //! Long polling with an exact offset.
 //!
 //! Telegram forgets an update once `getUpdates` is called with an offset
-//! above its id. So a batch is processed first (each update's turn
-//! committed through the engine, its reply sent and marked delivered), and
-//! only then does the next call move the offset past it. An update that
+//! above its id. So a batch is processed first (each update's turn, its
+//! replies included, committed through the engine; sending them is
+//! delivery's job, off this path), and only then does the next call move
+//! the offset past it. An update that
 //! fails (a store error, Telegram unreachable) stops the offset at that
 //! update: it and everything after it come again and are deduplicated by the
 //! engine. After a restart, the first call has no offset and Telegram hands
@@ -20,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use teloxide::types::{Update, UpdateKind};
 
-/// Chats processed at the same time within one batch.
-const CONCURRENT_CHATS: usize = 16;
+/// Chats processed at the same time within one batch: enough to fill the
+/// store's group commits.
+const CONCURRENT_CHATS: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub async fn run(

@@ -104,10 +104,13 @@ pub fn keyboard(buttons: &[OutButton]) -> Option<InlineKeyboardMarkup> {
         return None;
     }
     Some(InlineKeyboardMarkup::new(buttons.iter().map(|b| {
-        [InlineKeyboardButton::callback(
-            b.label.clone(),
-            b.payload.clone(),
-        )]
+        match b.link_url().and_then(|u| reqwest::Url::parse(u).ok()) {
+            Some(url) => [InlineKeyboardButton::url(b.label.clone(), url)],
+            None => [InlineKeyboardButton::callback(
+                b.label.clone(),
+                b.payload.clone(),
+            )],
+        }
     })))
 }
 
