@@ -135,6 +135,7 @@ impl Delivery {
     /// Makes sure a worker drains `chat` soon.
     pub fn wake_chat(self: &Arc<Self>, chat: &ChatRef) {
         if self.transport(chat.channel).is_none() || self.shutdown.is_fired() {
+            tracing::trace!(%chat, "delivery: no transport for this chat (yet)");
             return;
         }
         {

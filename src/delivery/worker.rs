@@ -30,7 +30,10 @@ impl Delivery {
                 break;
             }
             let entries = match self.store.open_entries(&chat, self.settings.batch).await {
-                Ok(e) => e,
+                Ok(e) => {
+                    tracing::trace!(%chat, entries = e.len(), "delivery: draining");
+                    e
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery: cannot read the outbox");
                     tokio::select! {

@@ -153,10 +153,10 @@ impl ConversationStore for PostgresStore {
         }
         if let Some((chat, message)) = &turn.seen_message {
             sqlx::query(q::OUTBOX_BIND_SEEN)
-                .bind(chat.channel.as_str())
-                .bind(&chat.chat)
                 .bind(message.as_str())
                 .bind(turn.at)
+                .bind(chat.channel.as_str())
+                .bind(&chat.chat)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
@@ -502,9 +502,9 @@ impl OutboxStore for PostgresStore {
 
     async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
         let n = sqlx::query(q::OUTBOX_CLAIM)
+            .bind(now)
             .bind(id)
             .bind(i64::from(attempts))
-            .bind(now)
             .execute(&self.pool)
             .await
             .map_err(backend_err)?
@@ -520,9 +520,9 @@ impl OutboxStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend_err)?;
         let row = sqlx::query(q::OUTBOX_DELIVERED)
-            .bind(id)
             .bind(message.map(|m| m.as_str().to_string()))
             .bind(now)
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend_err)?;
@@ -547,9 +547,9 @@ impl OutboxStore for PostgresStore {
 
     async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
         sqlx::query(q::OUTBOX_FAILED)
-            .bind(id)
             .bind(reason)
             .bind(now)
+            .bind(id)
             .execute(&self.pool)
             .await
             .map_err(backend_err)?;

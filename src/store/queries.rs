@@ -81,10 +81,12 @@ pub const OUTBOX_INSERT: &str = "INSERT INTO outbox (channel, chat_id, seq, lane
 
 /// Proof of arrival: the oldest attempted send of the chat takes the
 /// message id a later event referred to, unless some entry already has it.
-pub const OUTBOX_BIND_SEEN: &str = "UPDATE outbox SET state = 'delivered', message_ref = $3, updated_at = $4 \
-     WHERE id = (SELECT id FROM outbox WHERE channel = $1 AND chat_id = $2 AND state = 'attempted' \
+/// (Parameters are numbered in the order they first appear: SQLite takes
+/// `$n` as a name and numbers names by appearance.)
+pub const OUTBOX_BIND_SEEN: &str = "UPDATE outbox SET state = 'delivered', message_ref = $1, updated_at = $2 \
+     WHERE id = (SELECT id FROM outbox WHERE channel = $3 AND chat_id = $4 AND state = 'attempted' \
      AND op LIKE '{\"kind\":\"message\"%' ORDER BY seq LIMIT 1) \
-     AND NOT EXISTS (SELECT 1 FROM outbox WHERE channel = $1 AND chat_id = $2 AND message_ref = $3)";
+     AND NOT EXISTS (SELECT 1 FROM outbox WHERE channel = $3 AND chat_id = $4 AND message_ref = $1)";
 
 pub const OUTBOX_OPEN_CHATS: &str = "SELECT DISTINCT channel, chat_id FROM outbox \
      WHERE state IN ('pending', 'attempted') LIMIT $1";
@@ -103,14 +105,14 @@ pub static OUTBOX_CHAT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE channel = $1 AND chat_id = $2 ORDER BY seq")
 });
 
-pub const OUTBOX_CLAIM: &str = "UPDATE outbox SET state = 'attempted', attempts = attempts + 1, updated_at = $3 \
-     WHERE id = $1 AND attempts = $2 AND state IN ('pending', 'attempted')";
+pub const OUTBOX_CLAIM: &str = "UPDATE outbox SET state = 'attempted', attempts = attempts + 1, updated_at = $1 \
+     WHERE id = $2 AND attempts = $3 AND state IN ('pending', 'attempted')";
 
-pub const OUTBOX_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', message_ref = $2, updated_at = $3 \
-     WHERE id = $1 RETURNING channel, chat_id, logical_key";
+pub const OUTBOX_DELIVERED: &str = "UPDATE outbox SET state = 'delivered', message_ref = $1, updated_at = $2 \
+     WHERE id = $3 RETURNING channel, chat_id, logical_key";
 
 pub const OUTBOX_FAILED: &str =
-    "UPDATE outbox SET state = 'failed', error = $2, updated_at = $3 WHERE id = $1";
+    "UPDATE outbox SET state = 'failed', error = $1, updated_at = $2 WHERE id = $3";
 
 pub const KEYED_MESSAGE_UPSERT: &str = "INSERT INTO keyed_messages (channel, chat_id, logical_key, message_ref, updated_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel, chat_id, logical_key) \

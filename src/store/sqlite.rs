@@ -316,10 +316,10 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
         conn.prepare_cached(q::OUTBOX_BIND_SEEN)
             .and_then(|mut s| {
                 s.execute(params![
-                    chat.channel.as_str(),
-                    chat.chat,
                     message.as_str(),
-                    now
+                    now,
+                    chat.channel.as_str(),
+                    chat.chat
                 ])
             })
             .map_err(db_err)?;
@@ -714,7 +714,7 @@ impl OutboxStore for SqliteStore {
     async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
         self.run(move |conn| {
             conn.prepare_cached(q::OUTBOX_CLAIM)
-                .and_then(|mut s| s.execute(params![id, i64::from(attempts), now]))
+                .and_then(|mut s| s.execute(params![now, id, i64::from(attempts)]))
                 .map(|n| n == 1)
                 .map_err(db_err)
         })
@@ -732,7 +732,7 @@ impl OutboxStore for SqliteStore {
             let keyed: Option<(String, String, Option<String>)> = conn
                 .prepare_cached(q::OUTBOX_DELIVERED)
                 .and_then(|mut s| {
-                    s.query_row(params![id, message, now], |r| {
+                    s.query_row(params![message, now, id], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .optional()
@@ -752,7 +752,7 @@ impl OutboxStore for SqliteStore {
         let reason = reason.to_string();
         self.run(move |conn| {
             conn.prepare_cached(q::OUTBOX_FAILED)
-                .and_then(|mut s| s.execute(params![id, reason, now]))
+                .and_then(|mut s| s.execute(params![reason, now, id]))
                 .map(|_| ())
                 .map_err(db_err)
         })
