@@ -560,10 +560,15 @@ impl Checker<'_> {
                 let shown = format!("command '/{name}'");
                 for n in std::iter::once(name).chain(&def.aliases) {
                     if !valid_command_name(n) {
+                        let what = if n == name {
+                            "the name".to_string()
+                        } else {
+                            format!("alias '{n}'")
+                        };
                         self.error(
                             path,
                             None,
-                            format!("{shown}: '{n}' is not a valid command name"),
+                            format!("{shown}: {what} is not a valid command name"),
                             Some(format!("Telegram accepts 1 to {MAX_COMMAND_CHARS} characters: lowercase letters a-z, digits and _")),
                         );
                     }
