@@ -1,7 +1,8 @@
 //! The local console: `recoverbot chat`.
 //!
 //! Interactive on a terminal (buttons are numbered; type the number or the
-//! label), one message per line when piped, and `--jsonl` for scripts:
+//! label; `/help`, `/cancel` and the other commands of the flows work), one
+//! message per line when piped, and `--jsonl` for scripts (text as typed):
 //! input lines `{"text": "..."}` or `{"press": "<label>"}`, one output line
 //! per reply `{"text", "buttons", "flow", "step", ...}`.
 //!
@@ -13,6 +14,7 @@ use super::console_transport::Shown;
 use crate::account_api::sim::SimMail;
 use crate::domain::{ChannelKind, ConversationKey, MessageRef};
 use crate::engine::{Engine, Inbound, Input, OutButton, Outbound, Reply};
+use crate::flow::model::valid_command_name;
 use serde::Deserialize;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -184,6 +186,9 @@ impl Console {
                 .find(|b| b.label.eq_ignore_ascii_case(&text))
             {
                 return Ok(Input::Button(b.payload.clone()));
+            }
+            if let Some(command) = command_input(&text) {
+                return Ok(command);
             }
         }
         Ok(Input::Text(text))
@@ -365,4 +370,15 @@ impl Delivered {
             })
             .unwrap_or_default()
     }
+}
+
+/// `/name [args]` as a command, when `name` could be one.
+fn command_input(text: &str) -> Option<Input> {
+    let rest = text.trim().strip_prefix('/')?;
+    let (name, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let name = name.to_ascii_lowercase();
+    valid_command_name(&name).then(|| Input::Command {
+        name,
+        args: Some(args.trim().to_string()).filter(|a| !a.is_empty()),
+    })
 }

@@ -27,6 +27,10 @@ pub enum Input {
     Button(String),
     /// A fresh start, optionally into a topic (`/start reset`).
     Start(Option<String>),
+    /// A command (`/help`, a slash command): the flows' `[commands]` table
+    /// says where it leads. `name` is lowercase, without the slash; `args`
+    /// is the rest of the line, if any (it may hold a secret).
+    Command { name: String, args: Option<String> },
 }
 
 impl std::fmt::Debug for Input {
@@ -36,6 +40,8 @@ impl std::fmt::Debug for Input {
             Self::Text(t) => write!(f, "Text(<{} chars>)", t.chars().count()),
             Self::Button(_) => f.write_str("Button(..)"),
             Self::Start(topic) => write!(f, "Start({topic:?})"),
+            // Arguments may hold a secret too: only the name.
+            Self::Command { name, .. } => write!(f, "Command(/{name})"),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::{ConversationKey, Email, EventId, MessageRef, Millis, OneTime
 use crate::flow::catalog::{
     ActionName, NOT_VERIFIED, RATE_LIMITED, UPSTREAM_UNAVAILABLE, Validator,
 };
-use crate::flow::model::{Action, CLARIFY_STEP, Capture, MAIN_FLOW, Step};
+use crate::flow::model::{Action, CLARIFY_STEP, Capture, MAIN_FLOW, Step, valid_command_name};
 use crate::flow::{FlowSet, Target, normalize};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
@@ -116,24 +116,58 @@ impl<'a> Turn<'a> {
             text_input = Some((raw.clone(), redacted.text));
         }
 
-        // A deep link (`/start reset`) names its topic even on first contact.
-        let start_topic = match &input {
-            Input::Start(topic) => topic.clone(),
+        // A command's arguments are typed text too; the transcript keeps
+        // the command, redacted.
+        if let Input::Command { name, args } = &input {
+            let line = match args {
+                Some(args) => format!("/{name} {args}"),
+                None => format!("/{name}"),
+            };
+            let redacted = redact(&line);
+            if redacted.has_secret() {
+                self.warn_about_secret(conv);
+            }
+            self.out.transcript_in = Some(redacted.text);
+        }
+
+        // A command leads to its entry point in the `[commands]` table;
+        // `Some(None)` is a command the flows do not know.
+        let command = match &input {
+            Input::Command { name, .. } => Some(flows.command(self.env.key.channel, name)),
             _ => None,
         };
-        if is_new {
-            return self
-                .start_fresh(conv, start_topic, text_input.map(|(_, r)| r), &input)
-                .await;
-        }
-        if self.env.now - conv.updated_at > self.env.config.idle_timeout_ms {
+        let landing = command.flatten().map(|c| c.goto.clone());
+        let fresh_command = command.flatten().is_some_and(|c| c.fresh);
+        // A deep link (`/start reset`), or the argument of a fresh command
+        // (`/recover reset`), names its topic even on first contact.
+        let start_topic = match &input {
+            Input::Start(topic) => topic.clone(),
+            Input::Command { args, .. } if fresh_command => args.clone(),
+            _ => None,
+        };
+        let idle = !is_new && self.env.now - conv.updated_at > self.env.config.idle_timeout_ms;
+        if idle {
             self.out.texts.push(WELCOME_BACK.into());
+        }
+        if let Some(None) = command {
+            let note = self.unknown_command(&input);
+            self.out.texts.push(note);
+        }
+        if is_new || idle {
             return self
-                .start_fresh(conv, start_topic, text_input.map(|(_, r)| r), &input)
+                .start_fresh(
+                    conv,
+                    start_topic,
+                    text_input.map(|(_, r)| r),
+                    &input,
+                    landing,
+                )
                 .await;
         }
-        if let Input::Start(topic) = &input {
-            return self.start_fresh(conv, topic.clone(), None, &input).await;
+        if matches!(input, Input::Start(_)) || fresh_command {
+            return self
+                .start_fresh(conv, start_topic, None, &input, landing)
+                .await;
         }
         if conv.flow_version != flows.version {
             conv.flow_version = flows.version.clone();
@@ -141,7 +175,8 @@ impl<'a> Turn<'a> {
                 flow: conv.flow.clone(),
                 step: conv.step.clone(),
             };
-            if flows.step(&here).is_none() {
+            // A command says where to go: no need to restart the old step.
+            if flows.step(&here).is_none() && command.is_none() {
                 self.out.texts.push(FLOWS_CHANGED.into());
                 let restart = flows.start_of(&conv.flow).unwrap_or_else(|| flows.main());
                 conv.state.nonce.clear();
@@ -165,9 +200,37 @@ impl<'a> Turn<'a> {
                 let (raw, redacted) = text_input.expect("text input was read");
                 self.on_text(conv, &raw, &redacted).await;
             }
+            Input::Command { .. } => {
+                // Unknown commands were answered above; they land on the menu.
+                let target = landing.unwrap_or_else(|| flows.main());
+                conv.state.misses = 0;
+                self.run_from(conv, target).await;
+            }
             Input::Start(_) => unreachable!("handled above"),
         }
         self.finish()
+    }
+
+    /// The answer to a command the flows do not know: what works instead
+    /// (the menu follows).
+    fn unknown_command(&self, input: &Input) -> String {
+        let mut text = String::from("Sorry, I don't know that command");
+        if let Input::Command { name, .. } = input
+            && valid_command_name(name)
+        {
+            text.push_str(&format!(" (/{name})"));
+        }
+        text.push('.');
+        let known: Vec<String> = self
+            .env
+            .flows
+            .commands_on(self.env.key.channel)
+            .map(|c| format!("/{}", c.name))
+            .collect();
+        if !known.is_empty() {
+            text.push_str(&format!(" These work: {}.", known.join(", ")));
+        }
+        text
     }
 
     fn finish(self) -> TurnOutput {
@@ -188,14 +251,17 @@ impl<'a> Turn<'a> {
         }
     }
 
-    /// A new conversation (or one that idled out, or `/start`): clears the
-    /// state, then routes the first text by intents and triggers.
+    /// A new conversation (or one that idled out, `/start` or a fresh
+    /// command): clears the state, then routes the topic or the first text
+    /// by intents and triggers; else goes to `landing` (a command's entry
+    /// point), else to the menu.
     async fn start_fresh(
         mut self,
         conv: &mut Conversation,
         topic: Option<String>,
         text: Option<String>,
         input: &Input,
+        landing: Option<Target>,
     ) -> TurnOutput {
         let flows = self.env.flows;
         let keep = (
@@ -233,7 +299,8 @@ impl<'a> Turn<'a> {
                         .or_else(|| flows.match_trigger(&n).and_then(|f| flows.start_of(&f.id)))
                 })
             })
-            .flatten();
+            .flatten()
+            .or(landing);
         self.run_from(conv, routed.unwrap_or_else(|| flows.main()))
             .await;
         self.finish()

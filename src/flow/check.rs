@@ -7,6 +7,7 @@
 
 use super::catalog::{ACTIONS, ActionName, CONFIG_VARIABLES, ENGINE_VARIABLES, Validator};
 use super::model::*;
+use crate::domain::ChannelKind;
 use regex::{Regex, RegexBuilder};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -69,6 +70,7 @@ pub fn check_and_compile(
     checker.index();
     checker.check_steps();
     checker.check_intents();
+    checker.check_commands();
     checker.check_variables();
     checker.check_reachability();
     checker.check_loops();
@@ -533,6 +535,96 @@ impl Checker<'_> {
         }
     }
 
+    fn check_commands(&mut self) {
+        let mut table_in: Option<&Path> = None;
+        // name or alias -> the command that has it
+        let mut names: HashMap<&str, &str> = HashMap::new();
+        for (path, file) in self.files {
+            let Some(table) = &file.commands else {
+                continue;
+            };
+            if let Some(first) = table_in {
+                self.error(
+                    path,
+                    None,
+                    "a second [commands] table".into(),
+                    Some(format!(
+                        "keep every command in one table; there is one in {}",
+                        first.display()
+                    )),
+                );
+                continue;
+            }
+            table_in = Some(path);
+            for (name, def) in &table.0 {
+                let shown = format!("command '/{name}'");
+                for n in std::iter::once(name).chain(&def.aliases) {
+                    if !valid_command_name(n) {
+                        let what = if n == name {
+                            "the name".to_string()
+                        } else {
+                            format!("alias '{n}'")
+                        };
+                        self.error(
+                            path,
+                            None,
+                            format!("{shown}: {what} is not a valid command name"),
+                            Some(format!("Telegram accepts 1 to {MAX_COMMAND_CHARS} characters: lowercase letters a-z, digits and _")),
+                        );
+                    }
+                    if let Some(other) = names.insert(n, name) {
+                        self.error(
+                            path,
+                            None,
+                            format!("{shown}: the name '{n}' is taken"),
+                            Some(format!("'/{other}' already uses it; give each command and alias its own name")),
+                        );
+                    }
+                }
+                if let Err(hint) = self.resolve("", &command_target(&def.goto)) {
+                    self.error(
+                        path,
+                        None,
+                        format!("{shown}: unknown target '{}'", def.goto),
+                        Some(format!(
+                            "{hint}; write 'flow' for a flow's start or 'flow:step'"
+                        )),
+                    );
+                }
+                let chars = def.description.trim().chars().count();
+                if chars == 0 || chars > MAX_COMMAND_DESCRIPTION_CHARS {
+                    self.error(
+                        path,
+                        None,
+                        format!("{shown}: the description is empty or too long"),
+                        Some(format!(
+                            "1 to {MAX_COMMAND_DESCRIPTION_CHARS} characters (Discord's limit)"
+                        )),
+                    );
+                }
+                let channels = def.channels.as_deref().unwrap_or_default();
+                for c in channels {
+                    if ChannelKind::parse(c).is_none() {
+                        self.error(
+                            path,
+                            None,
+                            format!("{shown}: unknown channel '{c}'"),
+                            Some("use telegram, discord or console".into()),
+                        );
+                    }
+                }
+                if def.channels.as_ref().is_some_and(Vec::is_empty) {
+                    self.error(
+                        path,
+                        None,
+                        format!("{shown}: `channels` is empty, so it is offered nowhere"),
+                        Some("list telegram, discord or console, or leave `channels` out for all of them".into()),
+                    );
+                }
+            }
+        }
+    }
+
     fn check_variables(&mut self) {
         let mut known: BTreeSet<String> = CONFIG_VARIABLES
             .iter()
@@ -666,6 +758,11 @@ impl Checker<'_> {
                     roots.push(t.to_string());
                 }
             }
+            for (_, def) in file.commands.iter().flat_map(|t| &t.0) {
+                if let Ok(t) = self.resolve("", &command_target(&def.goto)) {
+                    roots.push(t.to_string());
+                }
+            }
         }
         // The engine itself sends unrecognised text to the menu's clarify step.
         roots.push(format!("{MAIN_FLOW}:{CLARIFY_STEP}"));
@@ -686,7 +783,7 @@ impl Checker<'_> {
                         Some(&step.id),
                         "step is unreachable".into(),
                         Some(
-                            "nothing leads here: no button, next, outcome, intent or trigger"
+                            "nothing leads here: no button, next, outcome, intent, command or trigger"
                                 .into(),
                         ),
                     );
@@ -750,6 +847,15 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+/// A command's `goto` as a target: a bare name is a flow (its start).
+fn command_target(raw: &str) -> String {
+    if raw.contains(':') {
+        raw.to_string()
+    } else {
+        format!("{raw}:")
     }
 }
 
@@ -972,6 +1078,24 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
             });
         }
     }
+    let commands = files
+        .iter()
+        .filter_map(|(_, f)| f.commands.as_ref())
+        .flat_map(|t| &t.0)
+        .map(|(name, def)| Command {
+            name: name.clone(),
+            goto: resolve("", &command_target(&def.goto)),
+            description: def.description.trim().to_string(),
+            fresh: def.fresh,
+            channels: def
+                .channels
+                .iter()
+                .flatten()
+                .map(|c| ChannelKind::parse(c).expect("checked"))
+                .collect(),
+            aliases: def.aliases.clone(),
+        })
+        .collect();
     let mut trigger_order: Vec<(i32, String)> = flows
         .values()
         .filter(|f| !f.triggers.is_empty())
@@ -981,6 +1105,7 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
     FlowSet {
         flows,
         intents,
+        commands,
         trigger_order: trigger_order.into_iter().map(|(_, id)| id).collect(),
         version,
     }

@@ -2,10 +2,12 @@
 //! support staff, and the compiled [`FlowSet`] the engine runs.
 //!
 //! A file holds one flow: a `[flow]` header, its `[[step]]`s (the first is
-//! where the flow starts) and optionally global `[[intent]]`s. See
+//! where the flow starts) and optionally global `[[intent]]`s. One file (by
+//! convention `main.toml`) also holds the `[commands]` table. See
 //! `docs/flows.md` for the reference.
 
 use super::catalog::{ActionName, Validator};
+use crate::domain::ChannelKind;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,6 +22,58 @@ pub struct FlowFile {
     pub steps: Vec<StepDef>,
     #[serde(default, rename = "intent")]
     pub intents: Vec<IntentDef>,
+    /// The commands users type (`/help`), by name; in one file only.
+    #[serde(default)]
+    pub commands: Option<CommandTable>,
+}
+
+/// The `[commands]` table, in the order written (the order platforms show
+/// the commands in).
+#[derive(Debug, Clone, Default)]
+pub struct CommandTable(pub Vec<(String, CommandDef)>);
+
+impl<'de> Deserialize<'de> for CommandTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = CommandTable;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of commands: [commands.<name>]")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CommandTable, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, CommandDef>()? {
+                    entries.push(entry);
+                }
+                Ok(CommandTable(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// One command (`[commands.help]`): where it leads and how platforms list it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDef {
+    /// The entry point: `flow` (its first step) or `flow:step`.
+    pub goto: String,
+    /// Shown in Telegram's command menu and Discord's slash command list.
+    pub description: String,
+    /// Starts afresh (clears the conversation, like `/start`); an argument
+    /// names a topic (`/recover password_reset`).
+    #[serde(default)]
+    pub fresh: bool,
+    /// Where the command is offered and accepted (`telegram`, `discord`,
+    /// `console`); everywhere when absent.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Other names that work too but are not listed (`/menu` for `/help`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,11 +278,32 @@ pub struct Intent {
     pub goto: Target,
 }
 
+/// A command, compiled: the engine goes to `goto` when a user sends it.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub name: String,
+    pub goto: Target,
+    pub description: String,
+    pub fresh: bool,
+    /// Empty: every channel.
+    pub channels: Vec<ChannelKind>,
+    pub aliases: Vec<String>,
+}
+
+impl Command {
+    /// Whether the command is offered and accepted on `channel`.
+    pub fn on(&self, channel: ChannelKind) -> bool {
+        self.channels.is_empty() || self.channels.contains(&channel)
+    }
+}
+
 /// All flows, compiled and checked: what the engine runs.
 #[derive(Debug, Clone)]
 pub struct FlowSet {
     pub flows: BTreeMap<String, Flow>,
     pub intents: Vec<Intent>,
+    /// The `[commands]` table, in the order written.
+    pub commands: Vec<Command>,
     /// Flows in trigger order (priority, then id).
     pub trigger_order: Vec<String>,
     /// Changes whenever any flow file changes.
@@ -239,6 +314,19 @@ pub struct FlowSet {
 pub const MAIN_FLOW: &str = "main";
 /// The step of the main flow that unrecognised text goes to.
 pub const CLARIFY_STEP: &str = "clarify";
+/// The longest command name Telegram and Discord accept.
+pub const MAX_COMMAND_CHARS: usize = 32;
+/// The longest command description Discord accepts (Telegram: 256).
+pub const MAX_COMMAND_DESCRIPTION_CHARS: usize = 100;
+
+/// Whether `name` is a command name every platform accepts: 1-32 of
+/// lowercase a-z, 0-9 and `_` (Telegram's rule, stricter than Discord's).
+pub fn valid_command_name(name: &str) -> bool {
+    (1..=MAX_COMMAND_CHARS).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
 
 impl FlowSet {
     pub fn step(&self, target: &Target) -> Option<&Step> {
@@ -266,6 +354,17 @@ impl FlowSet {
         self.intents
             .iter()
             .find(|i| i.patterns.iter().any(|p| p.is_match(normalized)))
+    }
+
+    /// The commands offered on `channel`, in the order written.
+    pub fn commands_on(&self, channel: ChannelKind) -> impl Iterator<Item = &Command> {
+        self.commands.iter().filter(move |c| c.on(channel))
+    }
+
+    /// The command `name` (or one of its aliases) as accepted on `channel`.
+    pub fn command(&self, channel: ChannelKind, name: &str) -> Option<&Command> {
+        let mut on = self.commands_on(channel);
+        on.find(|c| c.name == name || c.aliases.iter().any(|a| a == name))
     }
 
     /// The highest-priority flow whose trigger matches normalised text.

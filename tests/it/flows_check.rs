@@ -238,3 +238,106 @@ fn the_bot_refuses_to_start_on_broken_flows() {
     assert!(err.contains("the flow files have 1 problem(s)"), "{err}");
     assert!(err.contains("unknown target 'x'"), "{err}");
 }
+
+/// The fixture's reset flow with a `[commands]` table appended.
+fn with_commands(table: &str) -> impl Fn(&str) -> String {
+    move |s: &str| format!("{s}\n{table}")
+}
+
+#[test]
+fn a_clean_command_table_passes() {
+    let (code, err) = check_with(with_commands(
+        "[commands.help]\ngoto = \"main:menu\"\ndescription = \"What I can help with\"\n\
+         [commands.reset]\ngoto = \"reset\"\ndescription = \"Reset my password\"\naliases = [\"forgot\"]\n",
+    ));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_command_that_points_nowhere_is_reported() {
+    assert_error(
+        with_commands("[commands.help]\ngoto = \"mian\"\ndescription = \"What I can help with\"\n"),
+        &[
+            "reset.toml: command '/help': unknown target 'mian'",
+            "did you mean 'main'?",
+        ],
+    );
+    assert_error(
+        with_commands(
+            "[commands.help]\ngoto = \"main:manu\"\ndescription = \"What I can help with\"\n",
+        ),
+        &[
+            "reset.toml: command '/help': unknown target 'main:manu'",
+            "flow 'main' has no step 'manu'; did you mean 'menu'?",
+        ],
+    );
+}
+
+#[test]
+fn a_command_name_telegram_would_refuse_is_reported() {
+    for bad in ["Help", "talk-to-human", "\"\"", &"x".repeat(33)] {
+        let name = if bad.starts_with('"') {
+            bad.to_string()
+        } else {
+            format!("\"{bad}\"")
+        };
+        assert_error(
+            with_commands(&format!(
+                "[commands.{name}]\ngoto = \"main\"\ndescription = \"Menu\"\n"
+            )),
+            &[
+                "reset.toml: command '/",
+                "is not a valid command name",
+                "1 to 32",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_command_without_a_description_or_for_an_unknown_channel_is_reported() {
+    assert_error(
+        with_commands("[commands.help]\ngoto = \"main\"\ndescription = \" \"\n"),
+        &["reset.toml: command '/help': the description is empty or too long"],
+    );
+    assert_error(
+        with_commands(
+            "[commands.help]\ngoto = \"main\"\ndescription = \"Menu\"\nchannels = [\"slack\"]\n",
+        ),
+        &["reset.toml: command '/help': unknown channel 'slack'"],
+    );
+}
+
+#[test]
+fn commands_live_in_one_table_with_distinct_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = "[commands.help]\ngoto = \"main\"\ndescription = \"Menu\"\n";
+    std::fs::write(dir.path().join("main.toml"), format!("{MAIN}\n{table}")).unwrap();
+    std::fs::write(dir.path().join("reset.toml"), format!("{RESET}\n{table}")).unwrap();
+    let (code, err) = run_check(dir.path());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("reset.toml: a second [commands] table"),
+        "{err}"
+    );
+    assert!(err.contains("main.toml"), "the hint names the first: {err}");
+
+    assert_error(
+        with_commands(
+            "[commands.help]\ngoto = \"main\"\ndescription = \"Menu\"\n\
+             [commands.menu]\ngoto = \"main\"\ndescription = \"Menu\"\naliases = [\"help\"]\n",
+        ),
+        &["command '/menu': the name 'help' is taken"],
+    );
+}
+
+#[test]
+fn a_step_reached_only_by_a_command_is_reachable() {
+    let (code, err) = check_with(|s| {
+        format!(
+            "{s}\n[[step]]\nid = \"faq\"\nsay = \"Answers.\"\nend = true\n\
+             [commands.faq]\ngoto = \"reset:faq\"\ndescription = \"Questions\"\n"
+        )
+    });
+    assert_eq!(code, Some(0), "{err}");
+}

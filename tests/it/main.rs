@@ -6,6 +6,7 @@ mod account_client;
 mod cli_chat;
 mod cli_config;
 mod discord;
+mod engine_commands;
 mod engine_props;
 mod engine_rules;
 mod flows_check;

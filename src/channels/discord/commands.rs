@@ -1,7 +1,9 @@
-//! The slash commands: `/recover [topic]`, `/status`, `/help`, registered at
-//! start-up, globally or in the guilds of `discord.guild_ids`.
+//! The slash commands, registered at start-up, globally or in the guilds of
+//! `discord.guild_ids`: the flows' `[commands]` table as offered on Discord
+//! (`/recover [topic]`, `/status`, `/help` in the shipped flows).
 
 use super::Core;
+use crate::domain::ChannelKind;
 use crate::engine::Input;
 use crate::flow::FlowSet;
 use serenity::builder::{CreateCommand, CreateCommandOption};
@@ -11,9 +13,8 @@ use serenity::model::application::{
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub const RECOVER: &str = "recover";
-pub const STATUS: &str = "status";
 pub const HELP: &str = "help";
+/// The option of a `fresh` command (`/recover [topic]`): the topic to start.
 const TOPIC: &str = "topic";
 /// Discord's limit on an option's choices.
 const MAX_CHOICES: usize = 25;
@@ -24,7 +25,8 @@ pub const HELP_TEXT: &str = "I help you get back into your account, privately in
 • `/status`: is the platform down?\n\
 • `/help`: this help and the menu";
 
-/// The commands: usable in servers and in the bot's DM.
+/// The commands: usable in servers and in the bot's DM. A `fresh` command
+/// gets an optional topic, with the topic flows as choices.
 pub fn definitions(flows: &FlowSet) -> Vec<CreateCommand> {
     let mut topic =
         CreateCommandOption::new(CommandOptionType::String, TOPIC, "What's wrong? (optional)")
@@ -35,37 +37,34 @@ pub fn definitions(flows: &FlowSet) -> Vec<CreateCommand> {
             topic = topic.add_string_choice(name, flow.id.clone());
         }
     }
-    let everywhere = |c: CreateCommand| {
-        c.contexts(vec![InteractionContext::Guild, InteractionContext::BotDm])
-            .integration_types(vec![InstallationContext::Guild])
-    };
-    vec![
-        everywhere(
-            CreateCommand::new(RECOVER)
-                .description("Get back into your account (we continue privately, in a DM)")
-                .add_option(topic),
-        ),
-        everywhere(CreateCommand::new(STATUS).description("Is the platform down right now?")),
-        everywhere(CreateCommand::new(HELP).description("What I can help with")),
-    ]
+    flows
+        .commands_on(ChannelKind::Discord)
+        .map(|c| {
+            let mut command = CreateCommand::new(c.name.clone())
+                .description(c.description.clone())
+                .contexts(vec![InteractionContext::Guild, InteractionContext::BotDm])
+                .integration_types(vec![InstallationContext::Guild]);
+            if c.fresh {
+                command = command.add_option(topic.clone());
+            }
+            command
+        })
+        .collect()
 }
 
-/// The engine input a command stands for; `None` for a command we don't know.
+/// The engine input a command stands for: the command, with its topic
+/// option as the argument. The engine answers names it does not know.
 pub fn input_for(data: &CommandData) -> Option<Input> {
-    match data.name.as_str() {
-        RECOVER => {
-            let topic = data
-                .options
-                .iter()
-                .find(|o| o.name == TOPIC)
-                .and_then(|o| o.value.as_str())
-                .map(str::to_string);
-            Some(Input::Start(topic))
-        }
-        STATUS => Some(Input::Text("status".into())),
-        HELP => Some(Input::Text("menu".into())),
-        _ => None,
-    }
+    let topic = data
+        .options
+        .iter()
+        .find(|o| o.name == TOPIC)
+        .and_then(|o| o.value.as_str())
+        .map(str::to_string);
+    Some(Input::Command {
+        name: data.name.to_ascii_lowercase(),
+        args: topic,
+    })
 }
 
 /// Registers the commands once per run (READY may come again after a full
@@ -103,6 +102,41 @@ pub async fn register(core: &Core) {
                 }
                 Err(e) => tracing::error!(error = %e, "could not register the slash commands"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_flows() -> FlowSet {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        crate::flow::load_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn the_slash_commands_come_from_the_flows() {
+        let flows = shipped_flows();
+        let names: Vec<String> = definitions(&flows)
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap()["name"].to_string())
+            .collect();
+        assert_eq!(names, ["\"recover\"", "\"help\"", "\"status\""]);
+        let recover = serde_json::to_value(&definitions(&flows)[0]).unwrap();
+        assert_eq!(recover["options"][0]["name"], TOPIC);
+        assert!(
+            !recover["options"][0]["choices"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_server_help_names_every_slash_command() {
+        for c in shipped_flows().commands_on(ChannelKind::Discord) {
+            assert!(HELP_TEXT.contains(&format!("`/{}`", c.name)), "{}", c.name);
         }
     }
 }

@@ -1,16 +1,18 @@
 //! Commands and mentions: what a text addressed to the bot asks for.
 
+use crate::domain::ChannelKind;
 use crate::engine::Input;
+use crate::flow::FlowSet;
 use teloxide::types::{Message, MessageEntityKind, UserId};
 
-/// The commands registered with `setMyCommands` at start-up.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("start", "Start over and pick a topic"),
-    ("help", "What I can help with"),
-    ("status", "Is the site down?"),
-    ("cancel", "Cancel and go back to the menu"),
-    ("human", "Talk to a person"),
-];
+/// The commands registered with `setMyCommands` at start-up: the flows'
+/// `[commands]` table, as offered on Telegram.
+pub fn menu(flows: &FlowSet) -> Vec<(String, String)> {
+    flows
+        .commands_on(ChannelKind::Telegram)
+        .map(|c| (c.name.clone(), c.description.clone()))
+        .collect()
+}
 
 /// A `/command[@bot] [args]` at the start of a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +76,17 @@ pub fn start_topic(payload: Option<&str>) -> Option<String> {
     Some(topic.to_string())
 }
 
-/// What a text in a private chat means to the engine.
+/// What a text in a private chat means to the engine: `/start [payload]`
+/// is a (deep-link) start, any other command goes to the flows' command
+/// table, the rest is text.
 pub fn private_input(text: &str, bot_username: &str) -> Input {
     match parse_command(text) {
         Some(cmd) if cmd.is_for(bot_username) => match cmd.name.as_str() {
             "start" => Input::Start(start_topic(cmd.args)),
-            "help" | "menu" => Input::Text("menu".into()),
-            "status" => Input::Text("status".into()),
-            "cancel" => Input::Text("start over".into()),
-            "human" => Input::Text("talk to a human".into()),
-            _ => Input::Text(text.to_string()),
+            _ => Input::Command {
+                args: cmd.args.map(str::to_string),
+                name: cmd.name,
+            },
         },
         _ => Input::Text(text.to_string()),
     }
@@ -166,19 +169,33 @@ mod tests {
             private_input("/start 2fa", bot),
             Input::Start(Some("two_factor".into()))
         );
-        assert_eq!(private_input("/help", bot), Input::Text("menu".into()));
-        assert_eq!(private_input("/status", bot), Input::Text("status".into()));
+        let command = |name: &str, args: Option<&str>| Input::Command {
+            name: name.into(),
+            args: args.map(str::to_string),
+        };
+        for name in ["help", "status", "cancel", "human", "menu", "nonsense"] {
+            assert_eq!(private_input(&format!("/{name}"), bot), command(name, None));
+        }
         assert_eq!(
-            private_input("/cancel", bot),
-            Input::Text("start over".into())
+            private_input("/Human@Recover_Bot  please ", bot),
+            command("human", Some("please"))
         );
         assert_eq!(
-            private_input("/human", bot),
-            Input::Text("talk to a human".into())
+            private_input("/help@other_bot", bot),
+            Input::Text("/help@other_bot".into())
         );
         assert_eq!(
             private_input("my password is hunter2", bot),
             Input::Text("my password is hunter2".into())
         );
+    }
+
+    #[test]
+    fn the_command_menu_comes_from_the_flows_in_their_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let flows = crate::flow::load_dir(&dir).unwrap();
+        let names: Vec<String> = menu(&flows).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["start", "help", "status", "cancel", "human"]);
+        assert!(menu(&flows).iter().all(|(_, d)| !d.is_empty()));
     }
 }

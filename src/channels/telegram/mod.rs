@@ -98,9 +98,9 @@ pub async fn run_with(
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the Telegram bot has no username (getMe)"))?;
     tracing::info!(bot = %username, "Telegram: connected");
-    let commands = commands::COMMANDS
-        .iter()
-        .map(|(c, d)| BotCommand::new(*c, *d))
+    let commands = commands::menu(&engine.flows())
+        .into_iter()
+        .map(|(c, d)| BotCommand::new(c, d))
         .collect();
     if let Err(e) = api.set_my_commands(commands).await {
         tracing::warn!(error = %e, "Telegram: could not register the command list");
