@@ -10,7 +10,7 @@
 use crate::support::bot::flows_dir;
 use async_trait::async_trait;
 use proptest::prelude::*;
-use recoverbot::domain::{AccountId, ChannelKind, ConversationKey, EventId};
+use recoverbot::domain::{AccountId, ChannelKind, ConversationKey, EventId, MessageRef};
 use recoverbot::engine::ports::{Direction, Store};
 use recoverbot::engine::{
     AccountActions, ActionRequest, ActionResult, Engine, EngineConfig, Inbound, Input, Outbound,
@@ -172,16 +172,12 @@ async fn run_ops(
             .handle(Inbound {
                 key: key.clone(),
                 event_id: Some(event.clone()),
-                message_id: Some(format!("m{i}")),
+                message_id: Some(MessageRef::new(format!("m{i}"))),
                 locale: None,
                 input: input.clone(),
             })
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        engine
-            .mark_delivered(ChannelKind::Telegram, &event)
-            .await
-            .unwrap();
         let stored = store.load_conversation(&key).await.unwrap();
         let after = stored.as_ref().map_or(0, |c| c.version);
         let expired = reply

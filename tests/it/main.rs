@@ -11,5 +11,6 @@ mod engine_props;
 mod engine_rules;
 mod flows_check;
 mod flows_walk;
+mod outbox_contract;
 mod store_backends;
 mod telegram;

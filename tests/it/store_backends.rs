@@ -2,6 +2,7 @@
 
 use crate::support::db::{PgDb, SqliteDb, on_each_backend, postgres_base_url};
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
+use recoverbot::engine::{Envelope, Outbound};
 use recoverbot::engine::ports::{
     AuditEntry, Direction, EscalationRecord, FeedbackRecord, PurgeBefore, RateDecision, StoreError,
     StoredConversation, TranscriptEntry, TurnCommit,
@@ -30,6 +31,8 @@ fn conversation(key: &ConversationKey, step: &str, version: i64, at: i64) -> Sto
 fn turn(c: StoredConversation, event: Option<&str>, text: &str) -> TurnCommit {
     TurnCommit {
         event: event.map(EventId::new),
+        channel: c.key.channel,
+        at: c.updated_at,
         transcript: vec![
             TranscriptEntry {
                 direction: Direction::In,
@@ -45,8 +48,13 @@ fn turn(c: StoredConversation, event: Option<&str>, text: &str) -> TurnCommit {
         audit: vec![],
         escalations: vec![],
         feedback: vec![],
-        reply: Some(r#"[{"kind":"notice","text":"hi"}]"#.into()),
-        conversation: c,
+        outbox: vec![Envelope::reply(
+            c.key.chat_ref(),
+            Outbound::message(format!("reply to {text}"), Vec::new()),
+        )],
+        rate_hits: vec![],
+        seen_message: None,
+        conversation: Some(c),
     }
 }
 
@@ -337,6 +345,7 @@ async fn purge_removes_only_what_is_older_than_the_cutoffs() {
                 transcript: 5_000,
                 idempotency: 5_000,
                 rate_limits: 5_000,
+                outbox: 5_000,
             })
             .await
             .unwrap();
@@ -515,47 +524,6 @@ async fn escalations_and_feedback_are_committed_with_the_turn() {
             });
             assert!(store.commit_turn(stale).await.is_err());
             assert_eq!(store.recent_escalations(10).await.unwrap().len(), 1);
-        },
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn an_event_keeps_its_reply_until_it_is_marked_delivered() {
-    on_each_backend(
-        "an_event_keeps_its_reply_until_delivered",
-        |store| async move {
-            let k = key("outbox");
-            store
-                .commit_turn(turn(conversation(&k, "s", 0, 1), Some("out-1"), "hi"))
-                .await
-                .unwrap();
-            let ch = ChannelKind::Telegram;
-            let seen = store
-                .processed_event(ch, &EventId::new("out-1"))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(!seen.delivered);
-            assert!(seen.reply.unwrap().contains("notice"));
-            store
-                .mark_reply_delivered(ch, &EventId::new("out-1"), 2)
-                .await
-                .unwrap();
-            let seen = store
-                .processed_event(ch, &EventId::new("out-1"))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(seen.delivered);
-            assert_eq!(seen.reply, None, "a delivered reply is not kept");
-            assert!(
-                store
-                    .processed_event(ch, &EventId::new("nope"))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
         },
     )
     .await;

@@ -244,7 +244,6 @@ mod tests {
         for v in [
             serde_json::to_value(p.to_message()).unwrap(),
             serde_json::to_value(p.to_response()).unwrap(),
-            serde_json::to_value(p.to_followup()).unwrap(),
             serde_json::to_value(p.to_edit_original()).unwrap(),
         ] {
             assert_eq!(v["allowed_mentions"], empty, "{v}");
@@ -269,27 +268,13 @@ mod tests {
     }
 
     #[test]
-    fn notices_are_ephemeral_and_come_first() {
-        let reply = Reply {
-            actions: vec![
-                Outbound::ClearButtons {
-                    message_id: "1".into(),
-                },
-                Outbound::Notice {
-                    text: "That button has expired.".into(),
-                },
-                Outbound::Message {
-                    text: "Menu".into(),
-                    buttons: vec![button(0)],
-                },
-            ],
-            ..Reply::default()
-        };
-        let ps = reply_parts(&reply);
-        assert_eq!(ps.len(), 2);
-        assert!(ps[0].ephemeral);
-        let v: Value = serde_json::to_value(ps[0].to_followup()).unwrap();
+    fn ephemeral_parts_carry_the_ephemeral_flag_and_links_are_link_buttons() {
+        let p = &parts("That button has expired.", &[], true)[0];
+        let v: Value = serde_json::to_value(p.to_response()).unwrap();
         assert_eq!(v["flags"], 64);
-        assert!(!ps[1].ephemeral);
+        let link = OutButton::link("Open", "https://example.com/x");
+        let v = serde_json::to_value(rows(&[link])).unwrap();
+        assert_eq!(v[0]["components"][0]["style"], 5);
+        assert_eq!(v[0]["components"][0]["url"], "https://example.com/x");
     }
 }

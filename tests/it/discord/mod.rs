@@ -27,6 +27,7 @@ pub struct Rig {
     pub bot: TestBot,
     trigger: ShutdownTrigger,
     task: JoinHandle<anyhow::Result<()>>,
+    delivery: JoinHandle<()>,
 }
 
 impl Rig {
@@ -45,8 +46,10 @@ impl Rig {
         })
         .await;
         let (trigger, shutdown) = recoverbot::shutdown::channel();
+        let delivery = bot.app.spawn_delivery(shutdown.clone());
         let task = tokio::spawn(discord::run(
             bot.app.engine.clone(),
+            bot.app.delivery.clone(),
             bot.app.settings.discord.clone(),
             shutdown,
         ));
@@ -56,6 +59,7 @@ impl Rig {
             bot,
             trigger,
             task,
+            delivery,
         }
     }
 
@@ -76,21 +80,20 @@ impl Rig {
             .expect("the channel stops within 10 s")
             .expect("the channel task does not panic");
         outcome.expect("the channel stops without an error");
+        let _ = self.delivery.await;
     }
 
-    /// Waits until the reply to `event` was sent and recorded as delivered.
+    /// Waits until `event` was processed and everything queued was sent.
     pub async fn wait_delivered(&self, event: u64) {
         let id = EventId::new(event.to_string());
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let seen = self
-                .bot
-                .app
-                .store
+            let store = &self.bot.app.store;
+            let seen = store
                 .processed_event(ChannelKind::Discord, &id)
                 .await
                 .unwrap();
-            if seen.is_some_and(|e| e.delivered) {
+            if seen.is_some() && store.open_chats(1).await.unwrap().is_empty() {
                 return;
             }
             assert!(

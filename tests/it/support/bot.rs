@@ -3,7 +3,7 @@
 
 use super::db::SqliteDb;
 use recoverbot::config::Settings;
-use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
+use recoverbot::domain::{ChannelKind, ConversationKey, EventId, MessageRef};
 use recoverbot::engine::{Engine, Inbound, Input, OutButton, Reply};
 use recoverbot::startup::{AccountMode, App};
 use serde_json::Value;
@@ -88,23 +88,17 @@ impl TestBot {
     }
 
     pub async fn send_event(&self, user: &str, input: Input, event: EventId) -> Reply {
-        let event_for_ack = event.clone();
         let reply = self
             .engine()
             .handle(Inbound {
                 key: Self::key(user),
-                message_id: Some(format!("msg-{}", event.as_str())),
+                message_id: Some(MessageRef::new(format!("msg-{}", event.as_str()))),
                 event_id: Some(event),
                 locale: Some("en".into()),
                 input,
             })
             .await
             .expect("the turn succeeds");
-        // Like a channel: confirm the reply went out.
-        self.engine()
-            .mark_delivered(ChannelKind::Telegram, &event_for_ack)
-            .await
-            .unwrap();
         if !reply.buttons().is_empty() || reply.text().is_some() {
             self.buttons
                 .lock()

@@ -136,6 +136,21 @@ where
     }
 }
 
+/// Runs `test` on every store: in memory, SQLite, and PostgreSQL (when
+/// configured, as [`on_each_backend`] does).
+pub async fn on_every_store<F, Fut>(name: &str, test: F)
+where
+    F: Fn(Arc<dyn recoverbot::engine::ports::Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    test(Arc::new(recoverbot::store::MemoryStore::new())).await;
+    on_each_backend(name, |db: Arc<dyn Database>| {
+        let store: Arc<dyn recoverbot::engine::ports::Store> = db;
+        test(store)
+    })
+    .await;
+}
+
 /// Every byte SQLite keeps for this database: the file and its WAL (to prove
 /// something was never written, in any form).
 pub fn database_bytes(db: &SqliteDb) -> Vec<u8> {

@@ -22,6 +22,9 @@ struct Running {
     app: App,
     trigger: ShutdownTrigger,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Delivery stops on its own trigger, so a crash can stop it too.
+    stop_delivery: ShutdownTrigger,
+    delivery: JoinHandle<()>,
 }
 
 pub struct Harness {
@@ -83,13 +86,22 @@ impl Harness {
             options.webhook_listener = Some(listener);
         }
         let calls_before = self.fake.calls().len();
+        let (stop_delivery, delivery_shutdown) = shutdown::channel();
+        let delivery = app.spawn_delivery(delivery_shutdown);
         let task = tokio::spawn(run_with(
             app.engine.clone(),
+            app.delivery.clone(),
             self.settings.telegram.clone(),
             shutdown,
             options,
         ));
-        self.running = Some(Running { app, trigger, task });
+        self.running = Some(Running {
+            app,
+            trigger,
+            task,
+            stop_delivery,
+            delivery,
+        });
         let ready = if webhook { "setwebhook" } else { "getupdates" };
         self.fake
             .wait_for("the bot to start", Duration::from_secs(15), |f| {
@@ -115,13 +127,18 @@ impl Harness {
             .expect("the channel stops within 10 s")
             .expect("the channel task does not panic");
         result.expect("the channel ends without error");
+        r.stop_delivery.fire();
+        let _ = r.delivery.await;
         r.app.shut_down().await;
     }
 
-    /// Kills the bot where it stands, as a crash would.
+    /// Kills the bot where it stands, as a crash would: polling and
+    /// delivery stop, and what was committed stays in the database.
     pub async fn crash(&mut self) {
         let r = self.running.take().expect("the bot runs");
         r.task.abort();
+        r.delivery.abort();
+        r.stop_delivery.fire();
         let _ = r.task.await;
         r.app.shut_down().await;
     }
