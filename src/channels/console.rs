@@ -257,7 +257,7 @@ impl Console {
             Outbound::Notice { text } => Some(text.as_str()),
             _ => None,
         });
-        let deleted = shown.0.iter().any(|s| *s == Shown::Deleted);
+        let deleted = shown.0.contains(&Shown::Deleted);
         let mut s = String::new();
         match self.mode {
             ConsoleMode::Jsonl => {

@@ -137,10 +137,10 @@ impl ConversationStore for PostgresStore {
             }
         }
         let version = match &turn.conversation {
-            Some(c) => write_conversation(&mut *tx, c).await?,
+            Some(c) => write_conversation(&mut tx, c).await?,
             None => 0,
         };
-        write_records(&mut *tx, &turn).await?;
+        write_records(&mut tx, &turn).await?;
         for hit in &turn.rate_hits {
             let (start, end) = super::window(hit.window_secs, hit.now);
             sqlx::query(q::RATE_LIMIT_HIT)
@@ -161,7 +161,7 @@ impl ConversationStore for PostgresStore {
                 .await
                 .map_err(backend_err)?;
         }
-        write_outbox(&mut *tx, &turn).await?;
+        write_outbox(&mut tx, &turn).await?;
         tx.commit().await.map_err(backend_err)?;
         Ok(version)
     }

@@ -132,7 +132,10 @@ async fn a_message_with_no_conversation_records_its_event_once() {
                 5,
                 vec![Envelope {
                     to: group.clone(),
-                    op: Outbound::message("hello group", vec![OutButton::link("Open", "https://t.me/x")]),
+                    op: Outbound::message(
+                        "hello group",
+                        vec![OutButton::link("Open", "https://t.me/x")],
+                    ),
                     lane: Lane::Bulk,
                 }],
             )
@@ -177,17 +180,26 @@ async fn a_claim_is_exclusive_and_delivery_keeps_the_message_id_under_its_key() 
             "a second claim with the old count loses"
         );
         let claimed = store.outbox_entry(entry.id).await.unwrap().unwrap();
-        assert_eq!((claimed.state, claimed.attempts), (OutboxState::Attempted, 1));
+        assert_eq!(
+            (claimed.state, claimed.attempts),
+            (OutboxState::Attempted, 1)
+        );
         let sent = MessageRef::new("4242");
         store
             .entry_delivered(entry.id, Some(&sent), 20)
             .await
             .unwrap();
         let done = store.outbox_entry(entry.id).await.unwrap().unwrap();
-        assert_eq!((done.state, done.message), (OutboxState::Delivered, Some(sent.clone())));
+        assert_eq!(
+            (done.state, done.message),
+            (OutboxState::Delivered, Some(sent.clone()))
+        );
         assert!(store.open_entries(&chat, 10).await.unwrap().is_empty());
         assert_eq!(
-            store.keyed_message(&chat, "announcement:inc-1").await.unwrap(),
+            store
+                .keyed_message(&chat, "announcement:inc-1")
+                .await
+                .unwrap(),
             Some(sent)
         );
         assert_eq!(store.keyed_message(&chat, "nope").await.unwrap(), None);
@@ -217,8 +229,14 @@ async fn a_refused_message_is_marked_failed_and_the_chat_goes_on() {
             .unwrap();
         let failed = store.outbox_entry(first.id).await.unwrap().unwrap();
         assert_eq!(failed.state, OutboxState::Failed);
-        assert_eq!(failed.error.as_deref(), Some("Forbidden: bot was blocked by the user"));
-        assert_eq!(texts(&store.open_entries(&chat, 10).await.unwrap()), ["next"]);
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("Forbidden: bot was blocked by the user")
+        );
+        assert_eq!(
+            texts(&store.open_entries(&chat, 10).await.unwrap()),
+            ["next"]
+        );
     })
     .await;
 }
@@ -264,7 +282,10 @@ async fn rate_limit_hits_count_in_the_commit_and_only_there() {
         let k = key("f");
         let bucket = "reset:user:f";
         let check = || store.check(bucket, 3600, 2, 1_000);
-        assert!(matches!(check().await.unwrap(), RateDecision::Allowed { .. }));
+        assert!(matches!(
+            check().await.unwrap(),
+            RateDecision::Allowed { .. }
+        ));
         for (version, event) in [(0, "r1"), (1, "r2")] {
             let mut t = turn(&k, version, event, Vec::new());
             t.rate_hits = vec![RateHit {
@@ -282,7 +303,10 @@ async fn rate_limit_hits_count_in_the_commit_and_only_there() {
             now: 1_000,
         }];
         assert!(store.commit_turn(dup).await.is_err());
-        assert!(matches!(check().await.unwrap(), RateDecision::Limited { .. }));
+        assert!(matches!(
+            check().await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
         assert!(matches!(
             store.check(bucket, 3600, 3, 1_000).await.unwrap(),
             RateDecision::Allowed { remaining: 0 }

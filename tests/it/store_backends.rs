@@ -2,11 +2,11 @@
 
 use crate::support::db::{PgDb, SqliteDb, on_each_backend, postgres_base_url};
 use recoverbot::domain::{ChannelKind, ConversationKey, EventId};
-use recoverbot::engine::{Envelope, Outbound};
 use recoverbot::engine::ports::{
     AuditEntry, Direction, EscalationRecord, FeedbackRecord, PurgeBefore, RateDecision, StoreError,
     StoredConversation, TranscriptEntry, TurnCommit,
 };
+use recoverbot::engine::{Envelope, Outbound};
 use recoverbot::store::Database;
 use std::sync::Arc;
 

@@ -89,19 +89,34 @@ async fn a_dm_conversation_with_buttons_walks_a_full_password_reset() {
             "{m:?}"
         );
     }
-    // Button presses were answered with type 7 (clear the buttons), then
-    // the next step as a follow-up.
+    // Button presses were acknowledged with type 6; the pressed message
+    // lost its buttons (an edit in the DM) and the next step came as a new
+    // DM message, both through the outbox.
     let calls = rig.fake.calls();
     let callbacks: Vec<_> = calls
         .iter()
         .filter(|c| c.path.ends_with("/callback"))
         .collect();
     assert_eq!(callbacks.len(), 8);
-    for c in callbacks {
-        assert_eq!(c.body["type"], 7, "{:?}", c.body);
-        assert_eq!(c.body["data"]["components"], json!([]));
+    for c in &callbacks {
+        assert_eq!(c.body["type"], 6, "{:?}", c.body);
         assert_eq!(c.status, 204);
     }
+    let edits: Vec<_> = calls
+        .iter()
+        .filter(|c| {
+            c.method == "PATCH"
+                && c.path
+                    .starts_with(&format!("/api/v10/channels/{}/messages/", u.dm()))
+        })
+        .collect();
+    assert_eq!(edits.len(), 8, "one cleared keyboard per press");
+    assert!(edits.iter().all(|c| c.body["components"] == json!([])));
+    assert!(
+        msgs.iter()
+            .all(|m| m.components == json!([]) || m.id == msgs.last().unwrap().id),
+        "only the newest message keeps buttons"
+    );
     rig.stop().await;
 }
 
@@ -175,12 +190,15 @@ async fn recover_in_the_dm_answers_with_the_menu_and_its_buttons_work() {
     assert_eq!(answers.len(), 1);
     let body = &answers[0].1;
     assert_eq!(body["type"], 4);
-    assert!(
-        body["data"]["flags"].is_null(),
-        "not ephemeral in the DM: {body}"
-    );
-    // The menu's nine buttons: two rows.
-    let rows = body["data"]["components"].as_array().unwrap();
+    assert_eq!(body["data"]["flags"], 64, "a short ephemeral line: {body}");
+    // The menu comes as the conversation's next DM message: nine buttons
+    // in two rows.
+    let menu = u
+        .messages()
+        .into_iter()
+        .rfind(|m| !m.ephemeral)
+        .expect("the menu was sent to the DM");
+    let rows = menu.components.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["components"].as_array().unwrap().len(), 5);
 

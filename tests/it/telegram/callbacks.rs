@@ -31,6 +31,7 @@ async fn a_stale_or_forged_button_shows_only_the_expired_notice() {
     ] {
         let id = h.fake.callback(&u, message, data);
         h.fake.wait_done(id).await;
+        h.settled().await;
         assert_eq!(
             h.fake.callback_answer(id),
             Some(Some("That button has expired.".to_string())),
@@ -67,6 +68,7 @@ async fn the_spinner_clears_at_once_even_when_the_action_is_slow() {
     let delay = h.fake.callback_answer_delay(id).unwrap();
     assert!(delay < Duration::from_secs(1), "answered after {delay:?}");
     h.fake.wait_done(id).await;
+    h.settled().await;
     let last = h.fake.messages_to(u.id).pop().unwrap();
     assert!(
         last.at - h.fake.calls_of("answerCallbackQuery").last().unwrap().at

@@ -138,6 +138,7 @@ async fn a_photo_gets_a_hint_to_write_instead() {
         .fake
         .user_sends_photo(&u, &super::fake_server::TgChat::Private);
     h.fake.wait_done(id).await;
+    h.settled().await;
     let m = h.fake.messages_to(u.id);
     assert_eq!(m.len(), 1);
     assert!(m[0].text.contains("only read text"), "{}", m[0].text);

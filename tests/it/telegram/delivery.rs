@@ -13,11 +13,13 @@ async fn the_same_update_delivered_twice_gets_one_reply_and_one_reset() {
     let before = h.fake.messages_to(u.id).len();
     let id = h.fake.user_says(&u, &TgChat::Private, "alice@example.com");
     h.fake.wait_done(id).await;
+    h.settled().await;
     assert_eq!(h.fake.messages_to(u.id).len(), before + 1);
 
     // Telegram hands the same update out again (a lost acknowledgement).
     h.fake.redeliver(id);
     h.fake.wait_done(id).await;
+    h.settled().await;
     assert_eq!(
         h.fake.messages_to(u.id).len(),
         before + 1,
@@ -28,9 +30,11 @@ async fn the_same_update_delivered_twice_gets_one_reply_and_one_reset() {
     // A redelivered button press does nothing either.
     let press = h.fake.press(&u, "Nothing yet");
     h.fake.wait_done(press).await;
+    h.settled().await;
     let after_press = h.fake.messages_to(u.id).len();
     h.fake.redeliver(press);
     h.fake.wait_done(press).await;
+    h.settled().await;
     assert_eq!(h.fake.messages_to(u.id).len(), after_press);
     assert_eq!(
         h.position(&u).await.unwrap(),
@@ -96,6 +100,7 @@ async fn a_user_who_blocked_the_bot_does_not_stall_the_others() {
     );
     let id = h.fake.user_says(&gone, &TgChat::Private, "/start");
     h.fake.wait_done(id).await;
+    h.settled().await;
     assert!(h.fake.messages_to(gone.id).is_empty());
     // The update is done with (not retried forever), and others get answers.
     let r = h.say(&next, "/start").await;
@@ -140,6 +145,7 @@ async fn a_store_failure_holds_the_offset_until_the_turn_commits() {
 
     blocker.execute_batch("ROLLBACK").unwrap();
     h.fake.wait_done(id).await;
+    h.settled().await;
     let replies = &h.fake.messages_to(u.id)[before..];
     assert_eq!(replies.len(), 1, "{}", texts(replies));
     assert_eq!(

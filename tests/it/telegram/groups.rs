@@ -34,6 +34,7 @@ async fn in_a_group_the_bot_answers_help_and_mentions_and_ignores_chatter() {
             let before = h.fake.messages_to(gid).len();
             let id = h.fake.user_says(&u, &group, text);
             h.fake.wait_done(id).await;
+            h.settled().await;
             let got = h.fake.messages_to(gid).len() - before;
             assert_eq!(got, usize::from(answered), "{text:?}");
         }
@@ -87,6 +88,7 @@ async fn a_password_pasted_in_a_group_is_warned_about() {
         &format!("@{BOT_USERNAME} my password is Hunter2-Xyz!"),
     );
     h.fake.wait_done(id).await;
+    h.settled().await;
     let deletes = h.fake.calls_of("deleteMessage");
     assert_eq!(deletes.len(), 1, "a delete is attempted");
     assert_eq!(deletes[0].params["chat_id"], -1_009_999_999_999i64);

@@ -161,7 +161,24 @@ impl Harness {
         let before = self.fake.messages_to(user.id).len();
         let id = self.fake.user_says(user, &TgChat::Private, text);
         self.fake.wait_done(id).await;
+        self.settled().await;
         self.fake.messages_to(user.id)[before..].to_vec()
+    }
+
+    /// Waits until delivery has sent everything committed so far.
+    pub async fn settled(&self) {
+        let store = &self.running().app.store;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if store.open_chats(1).await.unwrap().is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "delivery did not finish within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The user presses a button; returns what the bot sent back.
@@ -169,6 +186,7 @@ impl Harness {
         let before = self.fake.messages_to(user.id).len();
         let id = self.fake.press(user, label);
         self.fake.wait_done(id).await;
+        self.settled().await;
         assert!(
             self.fake.callback_answer(id).is_some(),
             "the callback query was answered"

@@ -16,6 +16,7 @@ async fn a_pasted_password_is_deleted_warned_about_and_not_stored() {
         .as_i64()
         .unwrap();
     h.fake.wait_done(id).await;
+    h.settled().await;
 
     let deletes = h.fake.calls_of("deleteMessage");
     assert_eq!(deletes.len(), 1);

@@ -38,10 +38,13 @@ async fn webhook_requests_need_the_secret_and_are_processed_once() {
     assert!(h.fake.messages_to(u.id).is_empty(), "nothing processed");
     assert!(h.position(&u).await.is_none(), "no turn was taken");
 
+    // The 200 comes once the turn is committed; the reply follows.
     assert_eq!(h.post_update(&update, Some(SECRET)).await, StatusCode::OK);
-    assert_eq!(h.fake.messages_to(u.id).len(), 1, "answered before the 200");
+    h.settled().await;
+    assert_eq!(h.fake.messages_to(u.id).len(), 1, "answered");
     // Telegram retries a delivery it thinks failed: still one reply.
     assert_eq!(h.post_update(&update, Some(SECRET)).await, StatusCode::OK);
+    h.settled().await;
     assert_eq!(h.fake.messages_to(u.id).len(), 1);
 
     let press = h.fake.press(&u, "I can't log in");
@@ -50,6 +53,7 @@ async fn webhook_requests_need_the_secret_and_are_processed_once() {
             .await,
         StatusCode::OK
     );
+    h.settled().await;
     assert_eq!(h.fake.messages_to(u.id).len(), 2);
     assert!(h.fake.callback_answer(press).is_some());
     assert_eq!(
