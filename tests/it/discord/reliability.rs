@@ -1,6 +1,6 @@
 //! Resumes, slow actions, rate limits, and `recoverbot serve`.
 
-use super::fake::{self, APP_ID, Injected429, SESSION_ID};
+use super::fake::{self, Injected429, SESSION_ID};
 use super::{Rig, WAIT, text};
 use recoverbot::channels::discord::conversation_key;
 use recoverbot::engine::ports::Direction;
