@@ -251,7 +251,7 @@ async fn account_sim(settings: Settings, listen: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let running = match crate::account_api::sim::start(&settings.simulator, listener).await {
+    let running = match crate::simulator::start(&settings.simulator, listener).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("recoverbot: {e}");

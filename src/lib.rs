@@ -2,21 +2,37 @@
 //! accounts.
 //!
 //! ```text
-//!   Telegram ─┐                         ┌─ store (SQLite | PostgreSQL | memory)
-//!   Discord  ─┼─ channels ── engine ────┼─ flows (flows/*.toml)
-//!   console  ─┘   (render)   (state     └─ account actions (account API client)
-//!                             machine)
+//!   Telegram ─┐ decode             ┌─ store (SQLite | PostgreSQL | memory):
+//!   Discord  ─┼─ channels ─ engine ┤    state, transcript, rate limits and
+//!   console  ─┘     ▲     (turns)  │    the outbox, in one transaction
+//!                   │              ├─ flows (flows/*.toml)
+//!        Transport  │              └─ account actions (account API client)
+//!                   └──── delivery ◄── outbox (per chat, in order)
 //! ```
 //!
-//! * [`domain`]: small parsed types (e-mail, ids, codes); no I/O.
+//! A message travels: a channel decodes a platform event into an
+//! [`engine::Inbound`]; the engine runs the turn and commits the new state
+//! and the outgoing [`engine::Envelope`]s together; the channel
+//! acknowledges the platform; [`delivery`] drains the outbox through the
+//! platform's [`delivery::Transport`], in order per chat.
+//!
+//! * [`domain`]: small parsed types (e-mail, ids, codes, chat and message
+//!   references); no I/O.
+//! * [`flow`]: the flow language: model, loading, checking, graphs.
 //! * [`engine`]: platform-neutral conversation engine; defines the ports
 //!   (traits) that storage and the account API implement.
-//! * [`store`]: those storage ports on SQLite, PostgreSQL and in memory.
+//! * [`delivery`]: the outbox drained to the platforms.
+//! * [`store`]: the storage ports on SQLite, PostgreSQL and in memory.
+//! * [`account_api`]: the client of the platform's account service;
+//!   [`simulator`]: a stand-in for it (and a status page), for the local
+//!   default and tests.
+//! * [`channels`]: Telegram, Discord, the console.
 //! * [`config`]: typed settings from `config.toml` and `RECOVERBOT__*`.
-//! * [`cli`]: the `recoverbot` commands.
+//! * [`startup`] wires them; [`cli`] is the `recoverbot` commands.
 //!
-//! Dependency direction: domain ← engine ← store ← cli. The engine never
-//! imports sqlx, reqwest, axum, teloxide or serenity.
+//! Dependency direction: domain ← flow ← engine ← {store, account_api} ←
+//! {delivery, channels} ← startup ← cli. The engine never imports sqlx,
+//! reqwest, axum, teloxide or serenity; channels never call the store.
 
 pub mod account_api;
 pub mod channels;
@@ -27,6 +43,7 @@ pub mod domain;
 pub mod engine;
 pub mod flow;
 pub mod shutdown;
+pub mod simulator;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -2,13 +2,13 @@
 //! migrates the database, loads and checks the flows (refusing to start on
 //! errors), builds the account actions and the engine.
 
-use crate::account_api::sim::{self, RunningSim};
 use crate::account_api::statuspage::StatusReader;
 use crate::account_api::{AccountClient, ApiActions, ClientOptions};
 use crate::config::Settings;
 use crate::delivery::{Delivery, DeliverySettings};
 use crate::engine::{AccountActions, Engine, EngineConfig};
 use crate::flow::{self, Diagnostic};
+use crate::simulator::{self, RunningSim};
 use crate::store::{self, Database, OpenError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,7 +125,7 @@ async fn account_actions(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| StartError::Simulator(e.to_string()))?;
-        let running = sim::start(&settings.simulator, listener)
+        let running = simulator::start(&settings.simulator, listener)
             .await
             .map_err(StartError::Simulator)?;
         let description = format!(

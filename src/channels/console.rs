@@ -11,10 +11,10 @@
 //! collected per turn so each reply prints as one block (or one line).
 
 use super::console_transport::Shown;
-use crate::account_api::sim::SimMail;
 use crate::domain::{ChannelKind, ConversationKey, MessageRef};
 use crate::engine::{Engine, Inbound, Input, OutButton, Outbound, Reply};
 use crate::flow::model::valid_command_name;
+use crate::simulator::SimMail;
 use serde::Deserialize;
 use std::io::IsTerminal;
 use std::sync::Arc;

@@ -3,12 +3,12 @@
 //! circuit breaker and token hygiene.
 
 use recoverbot::account_api::breaker::BreakerState;
-use recoverbot::account_api::sim::{self, RunningSim};
 use recoverbot::account_api::statuspage::StatusReader;
 use recoverbot::account_api::{AccountClient, ApiError, ClientOptions};
 use recoverbot::config::{AccountApiSettings, SimulatorSettings};
 use recoverbot::domain::{AccountId, Email, OneTimeCode};
 use recoverbot::engine::ports::IdempotencyStore;
+use recoverbot::simulator::{self as sim, RunningSim};
 use recoverbot::store::MemoryStore;
 use secrecy::SecretString;
 use serde_json::Value;

@@ -5,12 +5,12 @@
 use super::fake_server::{BotMessage, FakeTelegram, TOKEN, TgChat, TgUser};
 use crate::support::bot::{ADMIN_TOKEN, test_settings};
 use crate::support::db::SqliteDb;
-use recoverbot::account_api::sim::{self, RunningSim};
 use recoverbot::channels::telegram::{RunOptions, run_with};
 use recoverbot::config::{Settings, TelegramMode};
 use recoverbot::domain::{ChannelKind, ConversationKey};
 use recoverbot::engine::Engine;
 use recoverbot::shutdown::{self, ShutdownTrigger};
+use recoverbot::simulator::{self as sim, RunningSim};
 use recoverbot::startup::{AccountMode, App};
 use serde_json::Value;
 use std::net::SocketAddr;
