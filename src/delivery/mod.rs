@@ -26,9 +26,11 @@
 //! Pacing is the platform's business ([`Transport`]): replies are limited
 //! per chat and by 429s, bulk sends by a bot-wide cap.
 
+mod lanes;
 mod transport;
 mod worker;
 
+pub use lanes::LaneCaps;
 pub use transport::{Transport, TransportError};
 
 use crate::domain::{ChannelKind, ChatRef, EventId, MessageRef, now_millis};

@@ -96,7 +96,13 @@ pub async fn run(
     delivery
         .register(
             ChannelKind::Discord,
-            Arc::new(transport::DiscordTransport::new(core.clone())),
+            Arc::new(transport::DiscordTransport::new(
+                core.clone(),
+                crate::delivery::LaneCaps::new(
+                    settings.max_requests_per_second,
+                    settings.bulk_requests_per_second,
+                ),
+            )),
         )
         .await;
 

@@ -6,7 +6,7 @@
 use super::Core;
 use super::render;
 use super::rest::{RestError, codes};
-use crate::delivery::{Transport, TransportError};
+use crate::delivery::{LaneCaps, Transport, TransportError};
 use crate::domain::{ChatRef, MessageRef};
 use crate::engine::{Lane, OutButton};
 use async_trait::async_trait;
@@ -16,11 +16,15 @@ use std::sync::Arc;
 
 pub(crate) struct DiscordTransport {
     core: Arc<Core>,
+    /// Bot-wide caps per lane (`discord.max_requests_per_second`,
+    /// `discord.bulk_requests_per_second`); Discord's own per-route
+    /// buckets and 429s are [`super::rest::Rest`]'s.
+    caps: LaneCaps,
 }
 
 impl DiscordTransport {
-    pub(crate) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub(crate) fn new(core: Arc<Core>, caps: LaneCaps) -> Self {
+        Self { core, caps }
     }
 
     async fn channel(&self, to: &ChatRef) -> Result<ChannelId, TransportError> {
@@ -76,13 +80,14 @@ impl Transport for DiscordTransport {
     async fn send(
         &self,
         to: &ChatRef,
-        _lane: Lane,
+        lane: Lane,
         text: &str,
         buttons: &[OutButton],
     ) -> Result<MessageRef, TransportError> {
         let channel = self.channel(to).await?;
         let mut last = None;
         for part in render::parts(text, buttons, false) {
+            self.caps.ready(lane).await;
             let id = self
                 .core
                 .rest
@@ -97,12 +102,13 @@ impl Transport for DiscordTransport {
     async fn edit(
         &self,
         to: &ChatRef,
-        _lane: Lane,
+        lane: Lane,
         message: &MessageRef,
         text: &str,
         buttons: &[OutButton],
     ) -> Result<(), TransportError> {
         let channel = self.channel(to).await?;
+        self.caps.ready(lane).await;
         let part = render::parts(text, buttons, false)
             .into_iter()
             .next()

@@ -3,7 +3,8 @@
 //! turned into words that never contain the request URL (it holds the
 //! token) nor a response body (it may hold user text).
 
-use super::pacing::{LaneCaps, Pace, Pacer};
+use super::pacing::{Pace, Pacer};
+use crate::delivery::LaneCaps;
 use crate::engine::Lane;
 use crate::shutdown::Shutdown;
 use secrecy::{ExposeSecret, SecretString};

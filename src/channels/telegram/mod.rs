@@ -70,10 +70,10 @@ pub async fn run_with(
         anyhow::anyhow!("telegram.token is not set: export RECOVERBOT__TELEGRAM__TOKEN")
     })?;
     let poll_timeout = u32::try_from(settings.poll_timeout_secs.min(50)).unwrap_or(25);
-    let caps = pacing::LaneCaps {
-        interactive_per_second: cap(settings.max_messages_per_second),
-        bulk_per_second: cap(settings.bulk_messages_per_second),
-    };
+    let caps = crate::delivery::LaneCaps::new(
+        settings.max_messages_per_second,
+        settings.bulk_messages_per_second,
+    );
     let api = Arc::new(Api::new(
         token,
         &settings.api_url,
@@ -133,11 +133,6 @@ pub async fn run_with(
             webhook::run(handler, url, secret, listener, shutdown).await
         }
     }
-}
-
-/// A configured rate as a cap: 0 is none.
-fn cap(per_second: u32) -> Option<usize> {
-    (per_second > 0).then_some(per_second as usize)
 }
 
 /// Asks Telegram who the bot is, retrying while it cannot be reached.

@@ -14,6 +14,7 @@
 //! Callers reserve a slot first and then sleep until it comes, so concurrent
 //! senders never share a slot.
 
+use crate::delivery::LaneCaps;
 use crate::engine::Lane;
 
 use std::collections::{HashMap, VecDeque};
@@ -59,34 +60,23 @@ struct ChatBudget {
 #[derive(Debug, Default)]
 struct State {
     frozen_until: Option<Instant>,
-    /// Send times in the last second, per lane with a cap.
-    interactive: VecDeque<Instant>,
-    bulk: VecDeque<Instant>,
     chats: HashMap<i64, ChatBudget>,
     /// Recent 429s: when, and for which chat.
     recent_429s: VecDeque<(Instant, i64)>,
 }
 
-/// Bot-wide caps per lane; `None` is no cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LaneCaps {
-    pub interactive_per_second: Option<usize>,
-    pub bulk_per_second: Option<usize>,
-}
-
-impl Default for LaneCaps {
-    fn default() -> Self {
-        Self {
-            interactive_per_second: None,
-            bulk_per_second: Some(BULK_PER_SECOND),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pacer {
     state: Mutex<State>,
+    /// The bot-wide caps per lane: by default none on replies, and
+    /// [`BULK_PER_SECOND`] on bulk sends.
     caps: LaneCaps,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::with_caps(LaneCaps::new(0, BULK_PER_SECOND as u32))
+    }
 }
 
 impl Pacer {
@@ -148,9 +138,12 @@ impl Pacer {
         loop {
             let wait = self.try_reserve(pace, Instant::now());
             match wait {
-                None => return,
+                None => break,
                 Some(d) => tokio::time::sleep(d).await,
             }
+        }
+        if let Pace::Message { lane, .. } = pace {
+            self.caps.ready(lane).await;
         }
     }
 
@@ -166,25 +159,9 @@ impl Pacer {
                 s.frozen_until = None;
             }
         }
-        let Pace::Message { chat, group, lane } = pace else {
+        let Pace::Message { chat, group, .. } = pace else {
             return (earliest > now).then(|| earliest - now);
         };
-        let cap = match lane {
-            Lane::Interactive => self.caps.interactive_per_second,
-            Lane::Bulk => self.caps.bulk_per_second,
-        };
-        let sent = match lane {
-            Lane::Interactive => &mut s.interactive,
-            Lane::Bulk => &mut s.bulk,
-        };
-        while sent.front().is_some_and(|t| now - *t >= SECOND) {
-            sent.pop_front();
-        }
-        if let Some(cap) = cap.filter(|c| *c > 0)
-            && sent.len() >= cap
-        {
-            earliest = earliest.max(sent[sent.len() - cap] + SECOND);
-        }
         if s.chats.len() > 1024 {
             s.chats.retain(|_, b| {
                 now - b.last_used < FORGET_AFTER || b.frozen_until.is_some_and(|f| f > now)
@@ -222,12 +199,6 @@ impl Pacer {
         budget.last_used = now;
         if group {
             budget.minute.push_back(now);
-        }
-        if cap.is_some_and(|c| c > 0) {
-            match lane {
-                Lane::Interactive => s.interactive.push_back(now),
-                Lane::Bulk => s.bulk.push_back(now),
-            }
         }
         None
     }
@@ -325,10 +296,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_operator_cap_limits_replies() {
-        let pacer = Pacer::with_caps(LaneCaps {
-            interactive_per_second: Some(10),
-            bulk_per_second: None,
-        });
+        let pacer = Pacer::with_caps(LaneCaps::new(10, 0));
         let start = Instant::now();
         for chat in 0..11 {
             pacer.ready(reply(chat)).await;
