@@ -174,6 +174,10 @@ struct Shared {
     inner: Mutex<Inner>,
     updates: Notify,
     release: Notify,
+    /// How long every call but getUpdates takes, as real Bot API calls do:
+    /// half before Telegram acts on it, half before the answer reaches the
+    /// bot (so a crash can hide a call that did happen).
+    latency: Mutex<Duration>,
 }
 
 /// A simulated Telegram user.
@@ -524,6 +528,7 @@ impl FakeTelegram {
             inner: Mutex::new(Inner::default()),
             updates: Notify::new(),
             release: Notify::new(),
+            latency: Mutex::new(Duration::ZERO),
         });
         let app = Router::new()
             .route("/{token}/{method}", axum::routing::post(api).get(api))
@@ -538,6 +543,15 @@ impl FakeTelegram {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every call but getUpdates takes this long from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        *self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = latency;
     }
 
     // ---- users' side -------------------------------------------------------
@@ -912,11 +926,17 @@ async fn api(
         }
         None => {}
     }
+    let latency = *shared.latency.lock().unwrap_or_else(|p| p.into_inner());
     let result = if method_lc == "getupdates" {
         get_updates(&shared, &params, index).await
     } else {
-        let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-        handle(&mut inner, &method_lc, &params)
+        tokio::time::sleep(latency / 2).await;
+        let result = {
+            let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+            handle(&mut inner, &method_lc, &params)
+        };
+        tokio::time::sleep(latency / 2).await;
+        result
     };
     match result {
         Ok(value) => {
