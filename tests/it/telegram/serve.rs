@@ -47,7 +47,10 @@ async fn serve_runs_the_channel_and_never_prints_the_token() {
     let u = TgUser::new(13101, "Ops");
     let id = fake.user_says(&u, &TgChat::Private, "/start");
     fake.wait_done(id).await;
-    assert_eq!(fake.messages_to(u.id).len(), 1);
+    fake.wait_for("the reply", Duration::from_secs(15), |f| {
+        f.messages_to(u.id).len() == 1
+    })
+    .await;
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
