@@ -317,7 +317,10 @@ impl FakeDiscord {
     /// Discord having a bad moment), and nothing is done.
     pub fn server_error(&self, method: &str, path: &str, n: usize, status: u16) {
         let mut s = self.state();
-        let q = s.server_errors.entry(format!("{method} {path}")).or_default();
+        let q = s
+            .server_errors
+            .entry(format!("{method} {path}"))
+            .or_default();
         for _ in 0..n {
             q.push_back(status);
         }

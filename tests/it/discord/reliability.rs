@@ -240,7 +240,9 @@ async fn a_dm_whose_send_fails_after_the_commit_is_delivered_later_without_a_new
     );
     rig.fake
         .wait_until("the first send to fail", WAIT, |s| {
-            s.calls.iter().any(|c| c.is("POST", &route) && c.status == 500)
+            s.calls
+                .iter()
+                .any(|c| c.is("POST", &route) && c.status == 500)
         })
         .await;
     let store = &rig.bot.app.store;
