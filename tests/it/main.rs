@@ -5,6 +5,7 @@ mod support;
 mod account_client;
 mod cli_chat;
 mod cli_config;
+mod delivery_order;
 mod discord;
 mod engine_commands;
 mod engine_props;

@@ -155,6 +155,8 @@ pub struct State_ {
     seq: u64,
     interactions: HashMap<String, InteractionInfo>,
     rate_limits: HashMap<String, VecDeque<Injected429>>,
+    /// Injected server errors (status codes) per `METHOD path`.
+    server_errors: HashMap<String, VecDeque<u16>>,
     forbidden_deletes: HashSet<u64>,
     closed_dms: HashSet<u64>,
     replay_on_resume: Vec<u64>,
@@ -308,6 +310,19 @@ impl FakeDiscord {
         let q = s.rate_limits.entry(format!("{method} {path}")).or_default();
         for _ in 0..n {
             q.push_back(limit);
+        }
+    }
+
+    /// The next `n` answers on `METHOD /api/v10/path` are `status` (a 5xx:
+    /// Discord having a bad moment), and nothing is done.
+    pub fn server_error(&self, method: &str, path: &str, n: usize, status: u16) {
+        let mut s = self.state();
+        let q = s
+            .server_errors
+            .entry(format!("{method} {path}"))
+            .or_default();
+        for _ in 0..n {
+            q.push_back(status);
         }
     }
 
@@ -721,6 +736,13 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
             h.insert("x-ratelimit-scope", "user".parse().unwrap());
         }
         return r;
+    }
+    if let Some(status) = s.server_errors.get_mut(&key).and_then(|q| q.pop_front()) {
+        return error(
+            StatusCode::from_u16(status).unwrap(),
+            0,
+            &format!("{status}: Server Error"),
+        );
     }
     let Some(rest) = path.strip_prefix("/api/v10/") else {
         return error(StatusCode::NOT_FOUND, 0, "404: Not Found");

@@ -3,7 +3,8 @@
 use super::fake::{self, Injected429, SESSION_ID};
 use super::{Rig, WAIT, text};
 use recoverbot::channels::discord::conversation_key;
-use recoverbot::engine::ports::Direction;
+use recoverbot::domain::{ChannelKind, ChatRef, EventId};
+use recoverbot::engine::ports::{Direction, OutboxState};
 use serde_json::json;
 use std::time::Duration;
 
@@ -221,4 +222,70 @@ async fn serve_runs_the_discord_channel_from_the_environment() {
         !stderr.contains("forgot my password"),
         "message text never shows"
     );
+}
+
+#[tokio::test]
+async fn a_dm_whose_send_fails_after_the_commit_is_delivered_later_without_a_new_event() {
+    let rig = Rig::start().await;
+    let u = rig.user(1070);
+    let route = format!("/api/v10/channels/{}/messages", u.dm());
+    // Discord has a bad moment: the first two sends get 5xx.
+    rig.fake.server_error("POST", &route, 1, 500);
+    rig.fake.server_error("POST", &route, 1, 503);
+
+    let id = rig.fake.new_id();
+    rig.fake.dispatch(
+        "MESSAGE_CREATE",
+        fake::dm_message(id, 1070, "I forgot my password"),
+    );
+    rig.fake
+        .wait_until("the first send to fail", WAIT, |s| {
+            s.calls
+                .iter()
+                .any(|c| c.is("POST", &route) && c.status == 500)
+        })
+        .await;
+    let store = &rig.bot.app.store;
+    assert!(
+        store
+            .processed_event(ChannelKind::Discord, &EventId::new(id.to_string()))
+            .await
+            .unwrap()
+            .is_some(),
+        "the turn was committed before the send failed"
+    );
+    assert!(u.messages().is_empty(), "nothing arrived yet");
+
+    // Nobody writes again: delivery retries on its own.
+    rig.wait_delivered(id).await;
+    let got = u.messages();
+    assert_eq!(got.len(), 1, "delivered exactly once: {}", text(&got));
+    assert!(text(&got).contains("reset link"), "{}", text(&got));
+    let sends: Vec<u16> = rig
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.is("POST", &route))
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(sends, [500, 503, 200], "two failures, then one success");
+    let events: Vec<String> = rig
+        .fake
+        .state()
+        .dispatched
+        .iter()
+        .filter_map(|(_, f)| f["t"].as_str().map(str::to_string))
+        .filter(|t| t == "MESSAGE_CREATE" || t == "INTERACTION_CREATE")
+        .collect();
+    assert_eq!(events, ["MESSAGE_CREATE"], "the user sent nothing else");
+    let entries = store
+        .chat_outbox(&ChatRef::new(ChannelKind::Discord, "dm:1070"))
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].state, entries[0].attempts),
+        (OutboxState::Delivered, 3)
+    );
+    rig.stop().await;
 }

@@ -639,16 +639,29 @@ impl FakeTelegram {
     /// A callback query with any data on any bot message of the user's
     /// private chat (a client can send forged data).
     pub fn callback(&self, user: &TgUser, message_id: i64, data: &str) -> i64 {
+        self.callback_as(user, user, message_id, data)
+    }
+
+    /// A callback query from `presser` on a bot message in `owner`'s
+    /// private chat (forged: Telegram shows that keyboard to `owner` only).
+    pub fn callback_as(
+        &self,
+        presser: &TgUser,
+        owner: &TgUser,
+        message_id: i64,
+        data: &str,
+    ) -> i64 {
+        let user = presser;
         let mut inner = self.inner();
         let message = inner
             .bot_messages
             .iter()
-            .find(|m| m.chat == user.id && m.message_id == message_id)
+            .find(|m| m.chat == owner.id && m.message_id == message_id)
             .cloned()
             .map(|m| inner.message_json(&m))
             .unwrap_or_else(|| {
                 json!({"message_id": message_id, "from": bot_user(), "date": DATE,
-                       "chat": TgChat::Private.json(user), "text": "..."})
+                       "chat": TgChat::Private.json(owner), "text": "..."})
             });
         inner.next_callback += 1;
         let qid = format!("{}{:06}", user.id, inner.next_callback);
