@@ -1,21 +1,21 @@
-//! One chat's worker: reads the chat's open entries in order and sends each
-//! until it is delivered or failed for good.
+//! One chat's worker: takes the chat's entries one by one, in sequence
+//! order, and sends each until it is delivered or failed for good. One
+//! store operation per message on the hot path: settling an entry takes
+//! the next one.
 
 use super::{Delivery, Outcome, Transport, TransportError};
 use crate::domain::{ChatRef, MessageRef, Millis, now_millis};
 use crate::engine::Outbound;
-use crate::engine::ports::{OutboxEntry, OutboxState};
+use crate::engine::ports::{NextEntry, OutboxEntry, OutboxState, Settled, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What became of one entry in this worker.
+/// What to do with the entry at the head of the chat.
 enum Step {
-    /// Delivered or failed for good: on to the next.
-    Done,
-    /// Not yet: look at the chat again after this long.
+    /// Send it (it is claimed for this attempt).
+    Send(OutboxEntry),
+    /// Look at the chat again after this long.
     Later(Duration),
-    /// Shutting down.
-    Stop,
 }
 
 impl Delivery {
@@ -25,98 +25,104 @@ impl Delivery {
             return;
         };
         let mut shutdown = self.shutdown.clone();
+        let mut next = self.store.take_next(&chat, now_millis()).await;
         loop {
             if shutdown.is_fired() {
                 break;
             }
-            let entries = match self.store.open_entries(&chat, self.settings.batch).await {
-                Ok(e) => {
-                    tracing::trace!(%chat, entries = e.len(), "delivery: draining");
-                    e
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery: cannot read the outbox");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = shutdown.wait() => break,
-                    }
-                }
-            };
-            if entries.is_empty() {
-                if self.finished(&chat) {
-                    return;
-                }
-                continue;
-            }
-            let mut pause = None;
-            for entry in &entries {
-                match self.deliver(transport.as_ref(), entry).await {
-                    Step::Done => {}
-                    Step::Later(d) => {
-                        pause = Some(d);
-                        break;
-                    }
-                    Step::Stop => {
-                        self.quit(&chat);
+            let step = match next {
+                Ok(None) => {
+                    if self.finished(&chat) {
                         return;
                     }
+                    next = self.store.take_next(&chat, now_millis()).await;
+                    continue;
                 }
-            }
-            if let Some(d) = pause {
-                tokio::select! {
-                    () = tokio::time::sleep(d) => {}
-                    () = shutdown.wait() => break,
+                Ok(Some(found)) => self.step(found).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "delivery: cannot read the outbox");
+                    Step::Later(Duration::from_secs(1))
+                }
+            };
+            match step {
+                Step::Send(entry) => {
+                    let Some(outcome) = self.deliver(transport.as_ref(), entry.clone()).await
+                    else {
+                        break; // shutting down
+                    };
+                    next = self.settle(&entry, outcome).await;
+                }
+                Step::Later(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.wait() => break,
+                    }
+                    next = self.store.take_next(&chat, now_millis()).await;
                 }
             }
         }
         self.quit(&chat);
     }
 
-    /// Sends one entry, retrying transient failures in place (the chat
-    /// waits: its order must hold).
-    async fn deliver(&self, transport: &dyn Transport, entry: &OutboxEntry) -> Step {
+    /// Decides about the chat's head entry: send it now, or wait.
+    async fn step(&self, found: NextEntry) -> Step {
+        let NextEntry { mut entry, claimed } = found;
+        if claimed {
+            return Step::Send(entry);
+        }
         if entry.state == OutboxState::Attempted
-            && let Some(wait) = self.in_doubt_wait(entry, now_millis())
+            && let Some(wait) = self.in_doubt_wait(&entry, now_millis())
         {
             return Step::Later(wait);
         }
-        let mut shutdown = self.shutdown.clone();
-        let mut attempts = entry.attempts;
-        loop {
-            match self
-                .store
-                .claim_entry(entry.id, attempts, now_millis())
-                .await
-            {
-                Ok(true) => attempts += 1,
-                // Another worker (another instance) has it, or a proof of
-                // arrival just settled it: read the chat again.
-                Ok(false) => return Step::Later(Duration::from_millis(200)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery: cannot claim an entry");
-                    return Step::Later(Duration::from_secs(1));
-                }
+        let now = now_millis();
+        match self.store.claim_entry(entry.id, entry.attempts, now).await {
+            Ok(true) => {
+                entry.attempts += 1;
+                entry.state = OutboxState::Attempted;
+                entry.updated_at = now;
+                Step::Send(entry)
             }
-            let result = self.perform(transport, entry).await;
-            match result {
-                Ok(message) => {
-                    self.settle(entry, Ok(message)).await;
-                    return Step::Done;
-                }
+            // Another worker (another instance) has it, or a proof of
+            // arrival just settled it: look again shortly.
+            Ok(false) => Step::Later(Duration::from_millis(200)),
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery: cannot claim an entry");
+                Step::Later(Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// Sends a claimed entry, retrying transient failures in place (the
+    /// chat waits: its order must hold). `None` when shutting down.
+    async fn deliver(&self, transport: &dyn Transport, mut entry: OutboxEntry) -> Option<Settled> {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            match self.perform(transport, &entry).await {
+                Ok(message) => return Some(Settled::Delivered(message)),
                 Err(TransportError::Permanent(reason)) => {
                     tracing::warn!(chat = %entry.to, entry = entry.id, %reason, "delivery: the platform refused a message for good");
-                    self.settle(entry, Err(reason)).await;
-                    return Step::Done;
+                    return Some(Settled::Failed(reason));
                 }
                 Err(TransportError::Transient {
                     reason,
                     retry_after,
                 }) => {
-                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempts));
+                    let wait = retry_after.unwrap_or_else(|| self.backoff(entry.attempts));
                     tracing::debug!(chat = %entry.to, entry = entry.id, %reason, wait_ms = wait.as_millis() as u64, "delivery: will try again");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = shutdown.wait() => return Step::Stop,
+                        () = shutdown.wait() => return None,
+                    }
+                    // Count the next attempt (and keep the entry ours).
+                    match self
+                        .store
+                        .claim_entry(entry.id, entry.attempts, now_millis())
+                        .await
+                    {
+                        Ok(true) => entry.attempts += 1,
+                        Ok(false) => return None,
+                        Err(e) => tracing::warn!(error = %e, "delivery: cannot count an attempt"),
                     }
                 }
             }
@@ -147,6 +153,7 @@ impl Delivery {
                 .send(to, entry.lane, text, buttons)
                 .await
                 .map(Some),
+            // An edit's message id is already known under its key.
             Outbound::Edit { key, text, buttons } => {
                 let message = self
                     .store
@@ -159,7 +166,7 @@ impl Delivery {
                 transport
                     .edit(to, entry.lane, &message, text, buttons)
                     .await
-                    .map(|()| Some(message))
+                    .map(|()| None)
             }
             Outbound::ClearButtons { message_id } => {
                 transport.clear_buttons(to, message_id).await.map(|()| None)
@@ -173,21 +180,18 @@ impl Delivery {
         }
     }
 
-    /// Records the outcome and tells whoever listens.
-    async fn settle(&self, entry: &OutboxEntry, result: Result<Option<MessageRef>, String>) {
-        let now = now_millis();
-        let stored = match &result {
-            Ok(message) => {
-                let message = match &entry.op {
-                    // An edit's message id is already known under its key.
-                    Outbound::Edit { .. } => None,
-                    _ => message.as_ref(),
-                };
-                self.store.entry_delivered(entry.id, message, now).await
-            }
-            Err(reason) => self.store.entry_failed(entry.id, reason, now).await,
-        };
-        if let Err(e) = stored {
+    /// Records the outcome, tells whoever listens, and takes the chat's
+    /// next entry (one store operation).
+    async fn settle(
+        &self,
+        entry: &OutboxEntry,
+        outcome: Settled,
+    ) -> Result<Option<NextEntry>, StoreError> {
+        let next = self
+            .store
+            .settle_and_take_next(entry.id, outcome.clone(), &entry.to, now_millis())
+            .await;
+        if let Err(e) = &next {
             // The platform has it; at worst it is sent again after a crash.
             tracing::warn!(error = %e, "delivery: cannot record an outcome");
         }
@@ -195,7 +199,11 @@ impl Delivery {
             chat: entry.to.clone(),
             event: entry.event.clone(),
             entry: entry.id,
-            result,
+            result: match outcome {
+                Settled::Delivered(message) => Ok(message),
+                Settled::Failed(reason) => Err(reason),
+            },
         });
+        next
     }
 }

@@ -311,10 +311,66 @@ pub struct OutboxEntry {
     pub updated_at: Millis,
 }
 
+/// The next entry of a chat, as [`OutboxStore::take_next`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextEntry {
+    pub entry: OutboxEntry,
+    /// It was pending and is now claimed for this attempt (`entry` shows
+    /// it claimed). Otherwise it is in doubt (attempted before) or another
+    /// worker took it first: the caller decides.
+    pub claimed: bool,
+}
+
+/// How a send attempt ended, for [`OutboxStore::settle_and_take_next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Delivered(Option<MessageRef>),
+    Failed(String),
+}
+
 /// The outbox as delivery drains it. Writing to it happens in
 /// [`ConversationStore::commit_turn`], with the change that caused it.
+///
+/// A worker's hot path is [`take_next`](Self::take_next) then, after each
+/// send, [`settle_and_take_next`](Self::settle_and_take_next): one store
+/// operation per message (a backend may do each in one transaction; the
+/// defaults compose the finer calls).
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
+    /// The chat's first open entry, claimed if it was pending.
+    async fn take_next(
+        &self,
+        chat: &ChatRef,
+        now: Millis,
+    ) -> Result<Option<NextEntry>, StoreError> {
+        let Some(mut entry) = self.open_entries(chat, 1).await?.pop() else {
+            return Ok(None);
+        };
+        let claimed = entry.state == OutboxState::Pending
+            && self.claim_entry(entry.id, entry.attempts, now).await?;
+        if claimed {
+            entry.state = OutboxState::Attempted;
+            entry.attempts += 1;
+            entry.updated_at = now;
+        }
+        Ok(Some(NextEntry { entry, claimed }))
+    }
+
+    /// Records how entry `id` ended, then takes the chat's next entry.
+    async fn settle_and_take_next(
+        &self,
+        id: i64,
+        outcome: Settled,
+        chat: &ChatRef,
+        now: Millis,
+    ) -> Result<Option<NextEntry>, StoreError> {
+        match &outcome {
+            Settled::Delivered(message) => self.entry_delivered(id, message.as_ref(), now).await?,
+            Settled::Failed(reason) => self.entry_failed(id, reason, now).await?,
+        }
+        self.take_next(chat, now).await
+    }
+
     /// Chats with entries not yet delivered or failed (pending or
     /// attempted), for the start-up scan.
     async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError>;

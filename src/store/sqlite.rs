@@ -19,9 +19,9 @@ use super::{Backend, Database, MigrationReport, OpenError};
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
-    TurnCommit,
+    IdempotencyRecord, IdempotencyStore, NextEntry, OutboxEntry, OutboxState, OutboxStore,
+    ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore, Settled, StoreError,
+    StoredConversation, TranscriptEntry, TurnCommit,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -117,6 +117,10 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(connect_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(connect_err)?;
+        // Each operation runs in a savepoint, whose statement journal would
+        // otherwise be a temporary file written on every change.
+        conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(connect_err)?;
         // Checkpoint every ~40 MB of WAL rather than every 4 MB: a busy
         // conversation's page is then copied into the database once per
@@ -674,8 +678,99 @@ fn query_entries(
     Ok(out)
 }
 
+/// The chat's first open entry, claimed if pending (inside the caller's
+/// savepoint, so read and claim are one step).
+fn take_next(
+    conn: &Connection,
+    chat: &ChatRef,
+    now: Millis,
+) -> Result<Option<NextEntry>, StoreError> {
+    let Some(mut entry) = query_entries(
+        conn,
+        &q::OUTBOX_OPEN_ENTRIES,
+        params![chat.channel.as_str(), chat.chat, 1i64],
+    )?
+    .pop() else {
+        return Ok(None);
+    };
+    let claimed =
+        entry.state == OutboxState::Pending && claim(conn, entry.id, entry.attempts, now)?;
+    if claimed {
+        entry.state = OutboxState::Attempted;
+        entry.attempts += 1;
+        entry.updated_at = now;
+    }
+    Ok(Some(NextEntry { entry, claimed }))
+}
+
+fn claim(conn: &Connection, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
+    conn.prepare_cached(q::OUTBOX_CLAIM)
+        .and_then(|mut s| s.execute(params![now, id, i64::from(attempts)]))
+        .map(|n| n == 1)
+        .map_err(db_err)
+}
+
+fn delivered(
+    conn: &Connection,
+    id: i64,
+    message: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let keyed: Option<(String, String, Option<String>)> = conn
+        .prepare_cached(q::OUTBOX_DELIVERED)
+        .and_then(|mut s| {
+            s.query_row(params![message, now, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(db_err)?;
+    if let (Some((channel, chat, Some(key))), Some(message)) = (keyed, message) {
+        conn.prepare_cached(q::KEYED_MESSAGE_UPSERT)
+            .and_then(|mut s| s.execute(params![channel, chat, key, message, now]))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn failed(conn: &Connection, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
+    conn.prepare_cached(q::OUTBOX_FAILED)
+        .and_then(|mut s| s.execute(params![reason, now, id]))
+        .map(|_| ())
+        .map_err(db_err)
+}
+
 #[async_trait]
 impl OutboxStore for SqliteStore {
+    async fn take_next(
+        &self,
+        chat: &ChatRef,
+        now: Millis,
+    ) -> Result<Option<NextEntry>, StoreError> {
+        let chat = chat.clone();
+        self.run(move |conn| take_next(conn, &chat, now)).await
+    }
+
+    async fn settle_and_take_next(
+        &self,
+        id: i64,
+        outcome: Settled,
+        chat: &ChatRef,
+        now: Millis,
+    ) -> Result<Option<NextEntry>, StoreError> {
+        let chat = chat.clone();
+        self.run(move |conn| {
+            match &outcome {
+                Settled::Delivered(m) => {
+                    delivered(conn, id, m.as_ref().map(MessageRef::as_str), now)?
+                }
+                Settled::Failed(reason) => failed(conn, id, reason, now)?,
+            }
+            take_next(conn, &chat, now)
+        })
+        .await
+    }
+
     async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError> {
         self.run(move |conn| {
             let mut s = conn.prepare_cached(q::OUTBOX_OPEN_CHATS).map_err(db_err)?;
@@ -712,13 +807,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn claim_entry(&self, id: i64, attempts: u32, now: Millis) -> Result<bool, StoreError> {
-        self.run(move |conn| {
-            conn.prepare_cached(q::OUTBOX_CLAIM)
-                .and_then(|mut s| s.execute(params![now, id, i64::from(attempts)]))
-                .map(|n| n == 1)
-                .map_err(db_err)
-        })
-        .await
+        self.run(move |conn| claim(conn, id, attempts, now)).await
     }
 
     async fn entry_delivered(
@@ -728,35 +817,13 @@ impl OutboxStore for SqliteStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let message = message.map(|m| m.as_str().to_string());
-        self.run(move |conn| {
-            let keyed: Option<(String, String, Option<String>)> = conn
-                .prepare_cached(q::OUTBOX_DELIVERED)
-                .and_then(|mut s| {
-                    s.query_row(params![message, now, id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                })
-                .map_err(db_err)?;
-            if let (Some((channel, chat, Some(key))), Some(message)) = (keyed, &message) {
-                conn.prepare_cached(q::KEYED_MESSAGE_UPSERT)
-                    .and_then(|mut s| s.execute(params![channel, chat, key, message, now]))
-                    .map_err(db_err)?;
-            }
-            Ok(())
-        })
-        .await
+        self.run(move |conn| delivered(conn, id, message.as_deref(), now))
+            .await
     }
 
     async fn entry_failed(&self, id: i64, reason: &str, now: Millis) -> Result<(), StoreError> {
         let reason = reason.to_string();
-        self.run(move |conn| {
-            conn.prepare_cached(q::OUTBOX_FAILED)
-                .and_then(|mut s| s.execute(params![reason, now, id]))
-                .map(|_| ())
-                .map_err(db_err)
-        })
-        .await
+        self.run(move |conn| failed(conn, id, &reason, now)).await
     }
 
     async fn keyed_message(

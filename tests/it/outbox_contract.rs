@@ -4,7 +4,8 @@
 use crate::support::db::on_every_store;
 use recoverbot::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef};
 use recoverbot::engine::ports::{
-    OutboxState, PurgeBefore, RateDecision, RateHit, StoreError, StoredConversation, TurnCommit,
+    OutboxState, PurgeBefore, RateDecision, RateHit, Settled, StoreError, StoredConversation,
+    TurnCommit,
 };
 use recoverbot::engine::{Envelope, Lane, OutButton, Outbound};
 
@@ -344,6 +345,60 @@ async fn the_purge_removes_settled_entries_only() {
             .unwrap();
         assert_eq!(report.outbox_entries, 1);
         assert_eq!(texts(&store.chat_outbox(&chat).await.unwrap()), ["waiting"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn taking_the_next_entry_claims_it_and_settling_takes_the_one_after() {
+    on_every_store("outbox_take_next", |store| async move {
+        let k = key("h");
+        let chat = k.chat_ref();
+        store
+            .commit_turn(turn(
+                &k,
+                0,
+                "e1",
+                vec![(chat.clone(), msg("first")), (chat.clone(), msg("second"))],
+            ))
+            .await
+            .unwrap();
+        let first = store.take_next(&chat, 50).await.unwrap().unwrap();
+        assert!(first.claimed);
+        assert_eq!(
+            (
+                first.entry.state,
+                first.entry.attempts,
+                first.entry.updated_at
+            ),
+            (OutboxState::Attempted, 1, 50)
+        );
+        assert_eq!(texts(std::slice::from_ref(&first.entry)), ["first"]);
+        // Taken again before it is settled: it is in doubt now, not claimed.
+        let again = store.take_next(&chat, 60).await.unwrap().unwrap();
+        assert!(!again.claimed);
+        assert_eq!(again.entry.id, first.entry.id);
+        let second = store
+            .settle_and_take_next(
+                first.entry.id,
+                Settled::Delivered(Some(MessageRef::new("9"))),
+                &chat,
+                70,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(second.claimed);
+        assert_eq!(texts(std::slice::from_ref(&second.entry)), ["second"]);
+        let done = store.outbox_entry(first.entry.id).await.unwrap().unwrap();
+        assert_eq!(done.message, Some(MessageRef::new("9")));
+        let none = store
+            .settle_and_take_next(second.entry.id, Settled::Failed("gone".into()), &chat, 80)
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+        let failed = store.outbox_entry(second.entry.id).await.unwrap().unwrap();
+        assert_eq!(failed.state, OutboxState::Failed);
     })
     .await;
 }

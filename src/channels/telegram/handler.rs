@@ -19,7 +19,7 @@ use super::group;
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef};
 use crate::engine::redact::redact;
 use crate::engine::{EXPIRED_BUTTON, Engine, Envelope, Inbound, Input, Outbound, Reply};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teloxide::types::{CallbackQuery, ChatId, Message, Update, UpdateKind, User, UserId};
@@ -38,8 +38,8 @@ pub struct Handler {
     pub(super) api: Arc<Api>,
     bot_username: String,
     bot_id: UserId,
-    /// Callback queries answered (or being answered), with when.
-    callbacks_answered: Mutex<HashMap<String, std::time::Instant>>,
+    /// Callback queries answered (or being answered).
+    callbacks_answered: Mutex<Answered>,
 }
 
 impl Handler {
@@ -49,7 +49,7 @@ impl Handler {
             api,
             bot_username,
             bot_id,
-            callbacks_answered: Mutex::default(),
+            callbacks_answered: Mutex::new(Answered::new()),
         }
     }
 
@@ -193,22 +193,45 @@ impl Handler {
 
     /// True exactly once per callback query: the caller answers it.
     fn claim_answer(&self, callback_id: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut claimed = self
-            .callbacks_answered
+        self.callbacks_answered
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if claimed.len() > 1000 {
-            // Telegram drops unanswered queries after about 15 s anyway.
-            claimed.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
-        }
-        claimed.insert(callback_id.to_string(), now).is_none()
+            .unwrap_or_else(|p| p.into_inner())
+            .claim(callback_id, std::time::Instant::now())
     }
 
     async fn answer(&self, callback_id: &str, text: Option<&str>) {
         if let Err(e) = self.api.answer_callback(callback_id, text).await {
             tracing::debug!(error = %e, "could not answer a callback query");
         }
+    }
+}
+
+/// Callback query ids claimed in the last one to two minutes: two sets,
+/// the older dropped whole every [`Answered::ROTATE`] (Telegram drops an
+/// unanswered query after about 15 s), so a claim costs O(1).
+struct Answered {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    rotated: std::time::Instant,
+}
+
+impl Answered {
+    const ROTATE: Duration = Duration::from_secs(60);
+
+    fn new() -> Self {
+        Self {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            rotated: std::time::Instant::now(),
+        }
+    }
+
+    fn claim(&mut self, id: &str, now: std::time::Instant) -> bool {
+        if now.duration_since(self.rotated) >= Self::ROTATE {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = now;
+        }
+        !self.previous.contains(id) && self.current.insert(id.to_string())
     }
 }
 
@@ -237,5 +260,20 @@ mod tests {
         };
         assert_eq!(notice_of(&reply), Some(EXPIRED_BUTTON));
         assert_eq!(notice_of(&Reply::default()), None);
+    }
+
+    #[test]
+    fn a_callback_query_is_claimed_once_across_a_rotation() {
+        let mut a = Answered::new();
+        let t0 = std::time::Instant::now();
+        assert!(a.claim("q1", t0));
+        assert!(!a.claim("q1", t0));
+        let later = t0 + Answered::ROTATE;
+        assert!(!a.claim("q1", later), "still known after one rotation");
+        assert!(a.claim("q2", later));
+        assert!(
+            a.claim("q1", later + Answered::ROTATE * 2),
+            "forgotten at last"
+        );
     }
 }

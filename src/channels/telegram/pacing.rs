@@ -57,9 +57,11 @@ struct ChatBudget {
     frozen_until: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     frozen_until: Option<Instant>,
+    /// When idle chats were last forgotten.
+    pruned: Instant,
     chats: HashMap<i64, ChatBudget>,
     /// Recent 429s: when, and for which chat.
     recent_429s: VecDeque<(Instant, i64)>,
@@ -162,10 +164,13 @@ impl Pacer {
         let Pace::Message { chat, group, .. } = pace else {
             return (earliest > now).then(|| earliest - now);
         };
-        if s.chats.len() > 1024 {
+        // Idle chats are forgotten now and then (their bucket is full again
+        // anyway), not on every call.
+        if s.chats.len() > 1024 && now - s.pruned >= FORGET_AFTER / 4 {
             s.chats.retain(|_, b| {
                 now - b.last_used < FORGET_AFTER || b.frozen_until.is_some_and(|f| f > now)
             });
+            s.pruned = now;
         }
         let budget = s.chats.entry(chat).or_insert_with(|| ChatBudget::new(now));
         if let Some(f) = budget.frozen_until {
@@ -201,6 +206,17 @@ impl Pacer {
             budget.minute.push_back(now);
         }
         None
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            frozen_until: None,
+            pruned: Instant::now(),
+            chats: HashMap::new(),
+            recent_429s: VecDeque::new(),
+        }
     }
 }
 
