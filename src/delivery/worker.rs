@@ -13,7 +13,7 @@ use std::time::Duration;
 /// What to do with the entry at the head of the chat.
 enum Step {
     /// Send it (it is claimed for this attempt).
-    Send(OutboxEntry),
+    Send(Box<OutboxEntry>),
     /// Look at the chat again after this long.
     Later(Duration),
 }
@@ -68,7 +68,7 @@ impl Delivery {
     async fn step(&self, found: NextEntry) -> Step {
         let NextEntry { mut entry, claimed } = found;
         if claimed {
-            return Step::Send(entry);
+            return Step::Send(Box::new(entry));
         }
         if entry.state == OutboxState::Attempted
             && let Some(wait) = self.in_doubt_wait(&entry, now_millis())
@@ -81,7 +81,7 @@ impl Delivery {
                 entry.attempts += 1;
                 entry.state = OutboxState::Attempted;
                 entry.updated_at = now;
-                Step::Send(entry)
+                Step::Send(Box::new(entry))
             }
             // Another worker (another instance) has it, or a proof of
             // arrival just settled it: look again shortly.
