@@ -46,7 +46,7 @@ impl Delivery {
             };
             match step {
                 Step::Send(entry) => {
-                    let Some(outcome) = self.deliver(transport.as_ref(), entry.clone()).await
+                    let Some(outcome) = self.deliver(transport.as_ref(), (*entry).clone()).await
                     else {
                         break; // shutting down
                     };
