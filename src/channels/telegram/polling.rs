@@ -1,30 +1,121 @@
-//! Long polling with an exact offset.
+//! Long polling with an exact offset, and no batch barrier.
 //!
 //! Telegram forgets an update once `getUpdates` is called with an offset
-//! above its id. So a batch is processed first (each update's turn, its
-//! replies included, committed through the engine; sending them is
-//! delivery's job, off this path), and only then does the next call move
-//! the offset past it. An update that
-//! fails (a store error, Telegram unreachable) stops the offset at that
-//! update: it and everything after it come again and are deduplicated by the
-//! engine. After a restart, the first call has no offset and Telegram hands
-//! out every update not yet confirmed.
+//! above its id, so the offset never passes an update whose turn has not
+//! committed (its replies are then in the outbox; sending them is
+//! delivery's job, off this path). Within that rule nothing waits for a
+//! whole batch: the offset of each call is the oldest update still in
+//! flight, updates already taken are recognised and skipped, and the next
+//! call goes out as soon as the oldest one is done (or shortly, to pick up
+//! new ones). Throughput is then bounded by the turns themselves, not by
+//! the slowest turn of each batch of 100.
 //!
-//! Updates of different chats in one batch run concurrently; one chat's
-//! updates run in order.
+//! One chat's updates run one at a time, in order; chats run in parallel.
+//! An update that fails (a store error) holds its chat and the offset: it
+//! comes again and is retried after a backoff, and the engine recognises
+//! what was already done. After a restart, the first call has no offset
+//! and Telegram hands out every update not yet confirmed.
 
 use super::api::CallError;
-use super::handler::Handler;
+use super::handler::{Handler, Retry};
 use crate::shutdown::Shutdown;
-use futures::StreamExt;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teloxide::types::{Update, UpdateKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// Chats processed at the same time within one batch: enough to fill the
-/// store's group commits.
-const CONCURRENT_CHATS: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// While updates are in flight, the next call waits at most this long for
+/// the oldest to finish (new updates may be waiting behind it).
+const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(25);
+
+/// Where an update this process has taken stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    InFlight,
+    Done,
+    /// Failed; it (and its chat) is retried from then on.
+    Failed {
+        retry_at: Instant,
+    },
+}
+
+/// The updates at or above the offset that this process knows about.
+#[derive(Default)]
+struct Window {
+    states: BTreeMap<u32, State>,
+    /// Chats held back by a failed update, until the retry.
+    held: HashMap<i64, Instant>,
+    /// One past the highest update id seen.
+    next: Option<u32>,
+    failures: u32,
+}
+
+impl Window {
+    /// The offset for the next call: the oldest update not done (or past
+    /// everything seen). Done updates below it are forgotten: the call
+    /// confirms them.
+    fn offset(&mut self) -> Option<i32> {
+        let oldest_open = self
+            .states
+            .iter()
+            .find(|(_, s)| **s != State::Done)
+            .map(|(id, _)| *id);
+        let offset = oldest_open.or(self.next)?;
+        self.states = self.states.split_off(&offset);
+        i32::try_from(offset).ok()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.states.values().any(|s| *s != State::Done)
+    }
+
+    /// Whether to start this update now.
+    fn take(&mut self, u: &Update, now: Instant) -> bool {
+        let id = u.id.0;
+        self.next = Some(self.next.map_or(id + 1, |n| n.max(id + 1)));
+        if let Some(chat) = chat_of(u)
+            && let Some(until) = self.held.get(&chat)
+        {
+            if *until > now {
+                return false;
+            }
+            self.held.remove(&chat);
+        }
+        match self.states.get(&id) {
+            None => {}
+            Some(State::Failed { retry_at }) if *retry_at <= now => {}
+            Some(_) => return false,
+        }
+        self.states.insert(id, State::InFlight);
+        true
+    }
+
+    fn finish(&mut self, f: Finished) {
+        let Finished { id, chat, result } = f;
+        match result {
+            Ended::Done => {
+                self.states.insert(id, State::Done);
+                self.failures = 0;
+            }
+            // Never started: taken again when it comes back.
+            Ended::Dropped => {
+                self.states.remove(&id);
+            }
+            Ended::Failed(retry) => {
+                self.failures += 1;
+                let retry_at = Instant::now() + backoff(self.failures);
+                tracing::warn!(update_id = id, reason = %retry.0, "Telegram: update will be retried");
+                self.states.insert(id, State::Failed { retry_at });
+                if let Some(chat) = chat {
+                    self.held.insert(chat, retry_at);
+                }
+            }
+        }
+    }
+}
 
 pub async fn run(
     handler: Arc<Handler>,
@@ -32,32 +123,40 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let api = &handler.api;
-    // The offset of the next call; `None` asks for every unconfirmed update.
-    let mut offset: Option<i32> = None;
+    let mut window = Window::default();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let chats = Arc::new(ChatQueues::default());
     // The offset Telegram has last been told.
     let mut confirmed: Option<i32> = None;
-    // Failed polls, and failed batches, in a row.
-    let mut failures: u32 = 0;
-    let mut batch_failures: u32 = 0;
+    let mut poll_failures: u32 = 0;
     tracing::info!("Telegram: polling for updates");
     loop {
         if shutdown.is_fired() {
             break;
         }
+        while let Ok(f) = done_rx.try_recv() {
+            window.finish(f);
+        }
+        let offset = window.offset();
+        let timeout = if window.in_flight() {
+            0
+        } else {
+            poll_timeout_secs
+        };
         let polled = tokio::select! {
-            r = api.get_updates(offset, poll_timeout_secs, 100) => r,
+            r = api.get_updates(offset, timeout, 100) => r,
             () = shutdown.wait() => break,
         };
         let updates = match polled {
             Ok(u) => {
                 confirmed = offset;
-                failures = 0;
+                poll_failures = 0;
                 u
             }
             Err(CallError::Stopped) => break,
             Err(CallError::BadToken) => anyhow::bail!("{}", CallError::BadToken),
             Err(e) => {
-                failures += 1;
+                poll_failures += 1;
                 if let CallError::Conflict(reason) = &e {
                     tracing::error!(error = %e, "Telegram: cannot poll (another instance running, or a webhook set?)");
                     if reason.contains("webhook") {
@@ -66,41 +165,134 @@ pub async fn run(
                 } else {
                     tracing::warn!(error = %e, "Telegram: getUpdates failed");
                 }
-                if !pause(backoff(failures), &mut shutdown).await {
+                if !pause(backoff(poll_failures), &mut shutdown).await {
                     break;
                 }
                 continue;
             }
         };
-        if updates.is_empty() {
-            continue;
+        let now = Instant::now();
+        let fresh: Vec<Update> = updates
+            .into_iter()
+            .filter(|u| window.take(u, now))
+            .collect();
+        handler.watch_callbacks(&fresh);
+        for u in fresh {
+            chats.start(handler.clone(), u, done_tx.clone());
         }
-        handler.watch_callbacks(&updates);
-        match process_batch(&handler, updates, &shutdown).await {
-            Ok(next) => {
-                offset = Some(next);
-                batch_failures = 0;
-            }
-            Err(stopped_at) => {
-                offset = Some(stopped_at);
-                if shutdown.is_fired() {
-                    break;
-                }
-                batch_failures += 1;
-                if !pause(backoff(batch_failures), &mut shutdown).await {
-                    break;
-                }
+        if window.in_flight() {
+            // Wait for an update to finish (the offset may move), briefly.
+            tokio::select! {
+                Some(f) = done_rx.recv() => window.finish(f),
+                () = tokio::time::sleep(IN_FLIGHT_REPOLL) => {}
+                () = shutdown.wait() => break,
             }
         }
     }
-    // Confirm what was processed, so a restart does not see it again.
-    if let Some(o) = offset
-        && offset != confirmed
+    // Let what is in flight commit, then confirm it, so a restart does not
+    // see it again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while window.in_flight() && Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(f)) => window.finish(f),
+            _ => break,
+        }
+    }
+    if let Some(o) = window.offset()
+        && Some(o) != confirmed
     {
         let _ = tokio::time::timeout(Duration::from_secs(5), api.confirm_offset(o)).await;
     }
     tracing::info!("Telegram: polling stopped");
     Ok(())
+}
+
+/// An update's turn is over (or will not start).
+struct Finished {
+    id: u32,
+    chat: Option<i64>,
+    result: Ended,
+}
+
+enum Ended {
+    Done,
+    Failed(Retry),
+    /// Queued behind a failed update of its chat: not started.
+    Dropped,
+}
+
+impl From<Result<(), Retry>> for Ended {
+    fn from(r: Result<(), Retry>) -> Self {
+        match r {
+            Ok(()) => Self::Done,
+            Err(retry) => Self::Failed(retry),
+        }
+    }
+}
+
+/// One worker per chat with updates, taking them in order.
+#[derive(Default)]
+struct ChatQueues {
+    queues: Mutex<HashMap<i64, VecDeque<Update>>>,
+}
+
+impl ChatQueues {
+    fn start(
+        self: &Arc<Self>,
+        handler: Arc<Handler>,
+        u: Update,
+        done: mpsc::UnboundedSender<Finished>,
+    ) {
+        let Some(chat) = chat_of(&u) else {
+            tokio::spawn(async move {
+                let result = handler.process(&u).await.into();
+                let _ = done.send(Finished {
+                    id: u.id.0,
+                    chat: None,
+                    result,
+                });
+            });
+            return;
+        };
+        {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(queue) = queues.get_mut(&chat) {
+                queue.push_back(u);
+                return;
+            }
+            queues.insert(chat, VecDeque::new());
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut next = Some(u);
+            while let Some(u) = next {
+                let result = handler.process(&u).await;
+                let failed = result.is_err();
+                let _ = done.send(Finished {
+                    id: u.id.0,
+                    chat: Some(chat),
+                    result: result.into(),
+                });
+                let mut queues = me.queues.lock().unwrap_or_else(|p| p.into_inner());
+                if failed {
+                    // The chat waits for the failed update's retry; what
+                    // was queued behind it comes again with later polls.
+                    for dropped in queues.remove(&chat).unwrap_or_default() {
+                        let _ = done.send(Finished {
+                            id: dropped.id.0,
+                            chat: Some(chat),
+                            result: Ended::Dropped,
+                        });
+                    }
+                    return;
+                }
+                next = queues.get_mut(&chat).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    queues.remove(&chat);
+                }
+            }
+        });
+    }
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -113,53 +305,6 @@ async fn pause(d: Duration, shutdown: &mut Shutdown) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => true,
         () = shutdown.wait() => false,
-    }
-}
-
-/// Processes a batch. `Ok(next offset)` when every update is done;
-/// `Err(offset)` naming the first update that must come again.
-async fn process_batch(
-    handler: &Arc<Handler>,
-    updates: Vec<Update>,
-    shutdown: &Shutdown,
-) -> Result<i32, i32> {
-    let next = updates.last().map(|u| u.id.as_offset()).unwrap_or(0);
-    // Group by chat, keeping each chat's order.
-    let mut by_chat: Vec<(Option<i64>, Vec<Update>)> = Vec::new();
-    for u in updates {
-        let chat = chat_of(&u);
-        match by_chat
-            .iter_mut()
-            .find(|(c, _)| chat.is_some() && *c == chat)
-        {
-            Some((_, list)) => list.push(u),
-            None => by_chat.push((chat, vec![u])),
-        }
-    }
-    let failed: Vec<u32> = futures::stream::iter(by_chat)
-        .map(|(_, list)| {
-            let handler = handler.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                for u in &list {
-                    if shutdown.is_fired() {
-                        return Some(u.id.0);
-                    }
-                    if let Err(retry) = handler.process(u).await {
-                        tracing::warn!(update_id = u.id.0, reason = %retry.0, "Telegram: update will be retried");
-                        return Some(u.id.0);
-                    }
-                }
-                None
-            }
-        })
-        .buffer_unordered(CONCURRENT_CHATS)
-        .filter_map(|r| async move { r })
-        .collect()
-        .await;
-    match failed.iter().min() {
-        None => Ok(next),
-        Some(first) => Err(i32::try_from(*first).unwrap_or(i32::MAX)),
     }
 }
 

@@ -50,7 +50,8 @@ async fn a_429_on_get_updates_pauses_polling() {
     assert_eq!(r.len(), 1);
     let calls = h.fake.calls();
     let k = calls.iter().position(|c| c.status == 429).unwrap();
-    for c in &calls[k + 1..] {
+    // Polling waits out the 429 (a reply already on its way may finish).
+    for c in calls[k + 1..].iter().filter(|c| c.method == "getupdates") {
         assert!(c.at - calls[k].at >= Duration::from_secs(1), "{}", c.method);
     }
     h.assert_spec_clean();
