@@ -208,9 +208,9 @@ pub async fn purge_periodically(
             // Idempotency keys must outlive any redelivery of their event.
             idempotency: now - dedupe.max(24 * hour),
             rate_limits: now,
-            // Delivered messages: kept as long as dedupe records, so a
-            // late proof of arrival still finds its entry.
-            outbox: now - dedupe,
+            // Delivered and failed messages: kept an hour, long enough for
+            // a proof of arrival after a restart to find its entry.
+            outbox: now - hour,
         };
         match store.purge(before).await {
             Ok(report) => tracing::info!(?report, "purged old records"),

@@ -80,6 +80,11 @@ enum Message {
 
 pub struct SqliteStore {
     sender: Mutex<Option<mpsc::Sender<Message>>>,
+    /// A second connection on its own thread for reads that need no
+    /// transaction (WAL readers see every committed write), so they do not
+    /// queue behind the writer. `None` for an in-memory database, which a
+    /// second connection would not see.
+    reader: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -104,16 +109,7 @@ impl SqliteStore {
             backend: "sqlite",
             reason: e.to_string(),
         };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = match path {
-            Some(p) => Connection::open_with_flags(p, flags),
-            None => Connection::open_in_memory(),
-        }
-        .map_err(connect_err)?;
-        conn.busy_timeout(Duration::from_millis(busy_timeout_ms))
-            .map_err(connect_err)?;
+        let conn = connect(path, busy_timeout_ms).map_err(connect_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(connect_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -127,7 +123,6 @@ impl SqliteStore {
         // checkpoint, not once per handful of turns.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(connect_err)?;
-        conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("recoverbot-sqlite".into())
@@ -136,9 +131,52 @@ impl SqliteStore {
                 backend: "sqlite",
                 reason: e.to_string(),
             })?;
+        let reader = match path {
+            Some(_) => {
+                let conn = connect(path, busy_timeout_ms).map_err(connect_err)?;
+                let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+                std::thread::Builder::new()
+                    .name("recoverbot-sqlite-read".into())
+                    .spawn(move || reader(conn, rx))
+                    .map_err(|e| OpenError::Connect {
+                        backend: "sqlite",
+                        reason: e.to_string(),
+                    })?;
+                Some(tx)
+            }
+            None => None,
+        };
         Ok(Self {
             sender: Mutex::new(Some(tx)),
+            reader: Mutex::new(reader),
         })
+    }
+
+    /// Runs `work` on the reader connection (or, without one, the writer).
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Box<dyn Job> = Box::new(FnJob { work, reply });
+        let job = {
+            let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            match reader.as_ref() {
+                Some(r) => r.send(job).err().map(|e| e.0),
+                None => Some(job),
+            }
+        };
+        if let Some(job) = job {
+            // No reader: the writer runs it in its next batch.
+            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+            sender
+                .as_ref()
+                .ok_or_else(stopped)?
+                .send(Message::Job(job))
+                .map_err(|_| stopped())?;
+        }
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `work` on the writer thread, in the next batch.
@@ -158,6 +196,31 @@ impl SqliteStore {
                 .map_err(|_| stopped())?;
         }
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// A connection with the settings every one of ours has.
+fn connect(path: Option<&Path>, busy_timeout_ms: u64) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match path {
+        Some(p) => Connection::open_with_flags(p, flags)?,
+        None => Connection::open_in_memory()?,
+    };
+    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
+    // 16 MiB of page cache: the hot pages of active conversations and the
+    // outbox stay in memory instead of being read again.
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// The reader thread: each job is a read in its own implicit transaction.
+fn reader(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(job) = rx.recv() {
+        let (_, deliver) = job.run(&conn);
+        deliver(Ok(()));
     }
 }
 
@@ -202,8 +265,14 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Message>) {
     }
 }
 
+/// Runs a prepared (cached) statement with no parameters: transaction
+/// control runs once per operation, so it is parsed once, not each time.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let error = e.to_string();
         for job in batch {
             job.fail(error.clone());
@@ -212,24 +281,24 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
     }
     let mut deliveries = Vec::with_capacity(batch.len());
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
             job.fail(e.to_string());
             continue;
         }
         let (ok, deliver) = job.run(conn);
         let end = if ok {
-            conn.execute_batch("RELEASE op")
+            exec(conn, "RELEASE op")
         } else {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+            exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
         };
         if let Err(e) = end {
             tracing::error!(error = %e, "savepoint failed");
         }
         deliveries.push(deliver);
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let commit = exec(conn, "COMMIT").map_err(|e| e.to_string());
     if commit.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = exec(conn, "ROLLBACK");
     }
     for deliver in deliveries {
         deliver(commit.clone());
@@ -472,7 +541,7 @@ impl ConversationStore for SqliteStore {
         key: &ConversationKey,
     ) -> Result<Option<StoredConversation>, StoreError> {
         let key = key.clone();
-        self.run(move |conn| read_conversation(conn, &key)).await
+        self.read(move |conn| read_conversation(conn, &key)).await
     }
 
     #[tracing::instrument(skip_all, fields(backend = "sqlite", channel = %key.channel))]
@@ -483,7 +552,7 @@ impl ConversationStore for SqliteStore {
     ) -> Result<(Option<ProcessedEvent>, Option<StoredConversation>), StoreError> {
         let key = key.clone();
         let event = event.cloned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             if let Some(event) = &event
                 && let Some(seen) = read_processed(conn, key.channel, event)?
             {
@@ -506,7 +575,7 @@ impl ConversationStore for SqliteStore {
         event: &EventId,
     ) -> Result<Option<ProcessedEvent>, StoreError> {
         let event = event.clone();
-        self.run(move |conn| read_processed(conn, channel, &event))
+        self.read(move |conn| read_processed(conn, channel, &event))
             .await
     }
 
@@ -517,7 +586,7 @@ impl ConversationStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         let key = key.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut s = conn.prepare_cached(q::TRANSCRIPT).map_err(db_err)?;
             let rows = s
                 .query_map(
@@ -548,7 +617,7 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn recent_escalations(&self, limit: u32) -> Result<Vec<EscalationRecord>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut s = conn.prepare_cached(q::RECENT_ESCALATIONS).map_err(db_err)?;
             let mut rows = s.query(params![i64::from(limit)]).map_err(db_err)?;
             let mut out = Vec::new();
@@ -567,7 +636,7 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn recent_feedback(&self, limit: u32) -> Result<Vec<FeedbackRecord>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut s = conn.prepare_cached(q::RECENT_FEEDBACK).map_err(db_err)?;
             let mut rows = s.query(params![i64::from(limit)]).map_err(db_err)?;
             let mut out = Vec::new();
@@ -636,7 +705,7 @@ impl RateLimitStore for SqliteStore {
         let (start, end) = super::window(window_secs, now);
         let bucket = bucket.to_string();
         let hits: Option<i64> = self
-            .run(move |conn| {
+            .read(move |conn| {
                 conn.prepare_cached(q::RATE_LIMIT_COUNT)
                     .and_then(|mut s| s.query_row(params![bucket, start], |r| r.get(0)).optional())
                     .map_err(db_err)
@@ -772,7 +841,7 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn open_chats(&self, limit: u32) -> Result<Vec<ChatRef>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut s = conn.prepare_cached(q::OUTBOX_OPEN_CHATS).map_err(db_err)?;
             let rows = s
                 .query_map(params![i64::from(limit)], |r| {
@@ -796,7 +865,7 @@ impl OutboxStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let chat = chat.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             query_entries(
                 conn,
                 &q::OUTBOX_OPEN_ENTRIES,
@@ -832,7 +901,7 @@ impl OutboxStore for SqliteStore {
         key: &str,
     ) -> Result<Option<MessageRef>, StoreError> {
         let (chat, key) = (chat.clone(), key.to_string());
-        self.run(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(q::KEYED_MESSAGE)
                 .and_then(|mut s| {
                     s.query_row(params![chat.channel.as_str(), chat.chat, key], |r| {
@@ -847,13 +916,13 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn outbox_entry(&self, id: i64) -> Result<Option<OutboxEntry>, StoreError> {
-        self.run(move |conn| Ok(query_entries(conn, &q::OUTBOX_ENTRY, params![id])?.pop()))
+        self.read(move |conn| Ok(query_entries(conn, &q::OUTBOX_ENTRY, params![id])?.pop()))
             .await
     }
 
     async fn chat_outbox(&self, chat: &ChatRef) -> Result<Vec<OutboxEntry>, StoreError> {
         let chat = chat.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             query_entries(
                 conn,
                 &q::OUTBOX_CHAT,
@@ -917,7 +986,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut s = conn.prepare_cached(q::RECENT_AUDIT).map_err(db_err)?;
             let rows = s
                 .query_map(params![i64::from(limit)], |r| {
@@ -1015,6 +1084,7 @@ impl Database for SqliteStore {
     }
 
     async fn close(&self) {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(sender) = sender {
             let (done, finished) = tokio::sync::oneshot::channel();
@@ -1027,7 +1097,8 @@ impl Database for SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Dropping the sender ends the writer thread after its queue.
+        // Dropping the senders ends the threads after their queues.
         self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

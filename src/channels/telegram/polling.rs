@@ -27,9 +27,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// While updates are in flight, the next call waits at most this long for
-/// the oldest to finish (new updates may be waiting behind it).
-const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(25);
+/// While updates are in flight, the next call waits until half of them
+/// are done (each call hands out the unfinished ones again: waiting for
+/// half keeps that repetition small), or at most this long.
+const IN_FLIGHT_REPOLL: Duration = Duration::from_millis(50);
 
 /// Where an update this process has taken stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,14 @@ impl Window {
     }
 
     fn in_flight(&self) -> bool {
-        self.states.values().any(|s| *s != State::Done)
+        self.in_flight_count() > 0
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.states
+            .values()
+            .filter(|s| **s == State::InFlight)
+            .count()
     }
 
     /// Whether to start this update now.
@@ -180,11 +188,18 @@ pub async fn run(
         for u in fresh {
             chats.start(handler.clone(), u, done_tx.clone());
         }
-        if window.in_flight() {
-            // Wait for an update to finish (the offset may move), briefly.
+        // Wait for half of what is in flight to finish (the offset moves,
+        // room opens in the window), briefly.
+        let busy = window.in_flight_count();
+        let until = Instant::now() + IN_FLIGHT_REPOLL;
+        let mut finished = 0;
+        while busy > 0 && finished * 2 < busy.max(2) {
             tokio::select! {
-                Some(f) = done_rx.recv() => window.finish(f),
-                () = tokio::time::sleep(IN_FLIGHT_REPOLL) => {}
+                Some(f) = done_rx.recv() => {
+                    window.finish(f);
+                    finished += 1;
+                }
+                () = tokio::time::sleep_until(until) => break,
                 () = shutdown.wait() => break,
             }
         }
