@@ -105,7 +105,9 @@ impl Harness {
         let ready = if webhook { "setwebhook" } else { "getupdates" };
         self.fake
             .wait_for("the bot to start", Duration::from_secs(15), |f| {
-                f.calls()[calls_before..].iter().any(|c| c.method == ready)
+                f.calls()[calls_before..]
+                    .iter()
+                    .any(|c| c.method == ready && (!webhook || c.status == 200))
             })
             .await;
     }
