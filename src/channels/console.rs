@@ -253,10 +253,7 @@ impl Console {
         reply: &Reply,
         shown: &Delivered,
     ) -> std::io::Result<()> {
-        let notice = reply.actions.iter().find_map(|a| match a {
-            Outbound::Notice { text } => Some(text.as_str()),
-            _ => None,
-        });
+        let notice = reply.notice();
         let deleted = shown.0.contains(&Shown::Deleted);
         let mut s = String::new();
         match self.mode {

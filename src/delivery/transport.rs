@@ -62,6 +62,8 @@ pub trait Transport: Send + Sync {
 
     async fn delete(&self, to: &ChatRef, message: &MessageRef) -> Result<(), TransportError>;
 
-    /// A short notice that needs no answer, sent as a plain message.
-    async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError>;
+    /// A short notice that needs no answer: by default, a plain message.
+    async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError> {
+        self.send(to, lane, text, &[]).await.map(drop)
+    }
 }

@@ -178,6 +178,15 @@ impl Reply {
         })
     }
 
+    /// The notice to show as the platform's quick acknowledgement (a
+    /// callback answer, an ephemeral reply), if any.
+    pub fn notice(&self) -> Option<&str> {
+        self.actions.iter().find_map(|a| match a {
+            Outbound::Notice { text } => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
     /// The buttons of the last message.
     pub fn buttons(&self) -> &[OutButton] {
         self.actions

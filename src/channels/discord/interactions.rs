@@ -22,7 +22,7 @@ use super::{
     ALREADY_ANSWERED, Core, DM_SENT, DMS_CLOSED, DmOutcome, SORRY, commands, conversation_key,
 };
 use crate::domain::{EventId, MessageRef};
-use crate::engine::{EXPIRED_BUTTON, EngineError, Inbound, Input, Outbound, Reply};
+use crate::engine::{EXPIRED_BUTTON, EngineError, Inbound, Input, Reply};
 use serenity::builder::{CreateInteractionResponse, CreateInteractionResponseMessage};
 use serenity::model::application::{
     CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, Interaction,
@@ -218,8 +218,8 @@ impl Core {
         let answer = match race(work).await {
             Raced::Done(turn) => match usable(turn) {
                 // A press that changed nothing: its notice, to the presser only.
-                Ok(Some(reply)) if notice_of(&reply).is_some() => {
-                    let notice = notice_of(&reply).unwrap_or(EXPIRED_BUTTON).to_string();
+                Ok(Some(reply)) if reply.notice().is_some() => {
+                    let notice = reply.notice().unwrap_or(EXPIRED_BUTTON).to_string();
                     responder.ephemeral(&self, &notice).await
                 }
                 // The next step is on its way to the DM: "got it".
@@ -245,13 +245,6 @@ impl Core {
             tracing::warn!(error = %e, "could not answer a button");
         }
     }
-}
-
-fn notice_of(reply: &Reply) -> Option<&str> {
-    reply.actions.iter().find_map(|a| match a {
-        Outbound::Notice { text } => Some(text.as_str()),
-        _ => None,
-    })
 }
 
 /// A turn's reply, or why there is nothing to send: the turn failed

@@ -163,8 +163,4 @@ impl Transport for DiscordTransport {
             r => r.map_err(outcome),
         }
     }
-
-    async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError> {
-        self.send(to, lane, text, &[]).await.map(|_| ())
-    }
 }

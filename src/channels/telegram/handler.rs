@@ -18,7 +18,7 @@ use super::commands;
 use super::group;
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef};
 use crate::engine::redact::redact;
-use crate::engine::{EXPIRED_BUTTON, Engine, Envelope, Inbound, Input, Outbound, Reply};
+use crate::engine::{EXPIRED_BUTTON, Engine, Envelope, Inbound, Input, Outbound};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,7 +125,7 @@ impl Handler {
         // If the turn was quick (a stale button is), the answer carries its
         // notice; otherwise the watchdog has cleared the spinner already.
         let notice = match &result {
-            Ok(reply) => notice_of(reply),
+            Ok(reply) => reply.notice(),
             Err(_) => Some(STILL_WORKING),
         };
         if self.claim_answer(&q.id.0) {
@@ -235,17 +235,10 @@ impl Answered {
     }
 }
 
-fn notice_of(reply: &Reply) -> Option<&str> {
-    reply.actions.iter().find_map(|a| match a {
-        Outbound::Notice { text } => Some(text.as_str()),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::OutButton;
+    use crate::engine::{OutButton, Reply};
 
     #[test]
     fn a_reply_notice_becomes_the_callback_answer() {
@@ -258,8 +251,8 @@ mod tests {
             ],
             ..Reply::default()
         };
-        assert_eq!(notice_of(&reply), Some(EXPIRED_BUTTON));
-        assert_eq!(notice_of(&Reply::default()), None);
+        assert_eq!(reply.notice(), Some(EXPIRED_BUTTON));
+        assert_eq!(Reply::default().notice(), None);
     }
 
     #[test]

@@ -117,8 +117,4 @@ impl Transport for TelegramTransport {
                 .await,
         )
     }
-
-    async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError> {
-        self.send(to, lane, text, &[]).await.map(|_| ())
-    }
 }
