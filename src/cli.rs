@@ -13,7 +13,7 @@ use crate::startup::{AccountMode, App, StartError, shutdown_signal};
 use crate::{flow, store};
 use clap::{Parser, Subcommand};
 use futures::FutureExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -66,6 +66,23 @@ pub enum FlowsCommand {
         /// Directory of flow files (default: engine.flows_dir).
         dir: Option<PathBuf>,
     },
+    /// How well free text reaches the right help: routes every line of a
+    /// labelled file (`entry<TAB>phrasing`) and prints accuracy, the share
+    /// asked "did you mean", the share sent to the menu, a confusion list
+    /// and every miss.
+    Eval {
+        /// The labelled phrasings. Without it, `--examples` is needed.
+        file: Option<PathBuf>,
+        /// Evaluate the flows' own examples (the training set) instead.
+        #[arg(long)]
+        examples: bool,
+        /// Exit 1 when the accuracy is below this (0.95 or 95%).
+        #[arg(long, value_parser = parse_share)]
+        min_accuracy: Option<f64>,
+        /// Directory of flow files (default: engine.flows_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Draw the flows: steps, buttons and outcomes.
     Graph {
         /// Output format.
@@ -96,6 +113,86 @@ pub fn main() -> ExitCode {
     runtime.block_on(run(cli.command, settings))
 }
 
+/// `0.95`, `95` or `95%` as a share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    let share = if s.ends_with('%') || n > 1.0 { n / 100.0 } else { n };
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!("{s:?} is not a share between 0 and 1 (or 0% and 100%)"))
+    }
+}
+
+fn eval_flows(
+    dir: &Path,
+    file: Option<&Path>,
+    examples: bool,
+    min_accuracy: Option<f64>,
+    settings: &Settings,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    let set = match flow::load_dir(dir) {
+        Ok(set) => set,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = started.elapsed();
+    let lines = match (file, examples) {
+        (Some(path), false) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("recoverbot: cannot read {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match flow::eval::parse_tsv(&set, &text) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    eprintln!("recoverbot: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, true) => flow::eval::training_set(&set),
+        _ => {
+            eprintln!("recoverbot: give either a FILE or --examples");
+            return ExitCode::from(2);
+        }
+    };
+    let report = flow::eval::evaluate(&set, &settings.understanding, &lines);
+    print!("{report}");
+    if let Some(model) = set.classifier.as_deref() {
+        println!(
+            "
+model: {} entry points, {} examples, {:.1} MiB; flows loaded and trained in {} ms",
+            model.labels().len(),
+            model.examples(),
+            model.memory_bytes() as f64 / (1024.0 * 1024.0),
+            loaded.as_millis()
+        );
+    }
+    match min_accuracy {
+        Some(min) if report.accuracy() < min => {
+            eprintln!(
+                "accuracy {:.1}% is below --min-accuracy {:.1}%",
+                report.accuracy() * 100.0,
+                min * 100.0
+            );
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 fn config_failure(e: &ConfigError) -> ExitCode {
     eprintln!("recoverbot: configuration error: {e}");
     ExitCode::from(2)
@@ -118,6 +215,9 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                         set.flows.len(),
                         steps
                     );
+                    for w in flow::eval::example_warnings(&set) {
+                        eprintln!("warning: {w}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(diags) => {
@@ -128,6 +228,15 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Flows(FlowsCommand::Eval {
+            file,
+            examples,
+            min_accuracy,
+            dir,
+        }) => {
+            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
+            eval_flows(&dir, file.as_deref(), examples, min_accuracy, &settings)
         }
         Command::Flows(FlowsCommand::Graph { format, dir }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());

@@ -25,6 +25,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub platform: PlatformSettings,
     pub engine: EngineSettings,
+    pub understanding: UnderstandingSettings,
     pub account_api: AccountApiSettings,
     pub rate_limits: RateLimitSettings,
     pub status: StatusSettings,
@@ -186,6 +187,39 @@ impl Default for EngineSettings {
             idle_timeout_secs: 30 * 60,
             dedupe_retention_hours: 72,
             transcript_retention_days: 90,
+        }
+    }
+}
+
+/// How sure the intent classifier must be before it routes free text
+/// (`docs/understanding.md`; the defaults were chosen on the evaluation set
+/// in `tests/data/intents_eval.tsv`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnderstandingSettings {
+    /// At or above this probability the message is routed directly.
+    pub route_confidence: f32,
+    /// From this probability up (and below `route_confidence`) the bot asks
+    /// "Did you mean …?"; below it, the menu.
+    pub suggest_confidence: f32,
+    /// A candidate is offered when its probability is at least this share
+    /// of the best one's.
+    pub suggest_ratio: f32,
+    /// At most this many "Did you mean" buttons (besides "Something else").
+    pub max_suggestions: usize,
+    /// A message less similar than this to every topic's examples (cosine,
+    /// 0 to 1) is not routed at all: it is about something else.
+    pub min_similarity: f32,
+}
+
+impl Default for UnderstandingSettings {
+    fn default() -> Self {
+        Self {
+            route_confidence: 0.5,
+            suggest_confidence: 0.2,
+            suggest_ratio: 0.3,
+            max_suggestions: 3,
+            min_similarity: 0.15,
         }
     }
 }

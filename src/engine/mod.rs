@@ -60,6 +60,8 @@ pub struct EngineConfig {
     pub limits: RateLimitSettings,
     /// `platform_name`, `login_url`, ... for templates.
     pub platform_vars: BTreeMap<String, String>,
+    /// How sure the classifier must be to route free text.
+    pub understanding: crate::config::UnderstandingSettings,
 }
 
 impl EngineConfig {
@@ -70,6 +72,7 @@ impl EngineConfig {
                 .unwrap_or(i64::MAX),
             answer_deadline: Duration::from_millis(settings.account_api.answer_deadline_ms),
             limits: settings.rate_limits.clone(),
+            understanding: settings.understanding.clone(),
             platform_vars: BTreeMap::from([
                 ("platform_name".into(), p.name.clone()),
                 ("login_url".into(), p.login_url.clone()),

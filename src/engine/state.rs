@@ -2,6 +2,7 @@
 //! conversation in the store).
 
 use crate::domain::{AccountId, Millis};
+use crate::flow::Target;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,6 +25,10 @@ pub struct EngineState {
     pub verified: Option<Verified>,
     pub locale: Option<String>,
     pub turns: u64,
+    /// The candidates of a "Did you mean …?" question, shown before the
+    /// step's own buttons; cleared on the next step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<Target>,
 }
 
 /// A confirmed e-mail code: account questions are allowed until `until`.

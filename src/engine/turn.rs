@@ -17,11 +17,15 @@ use crate::domain::{ConversationKey, Email, EventId, MessageRef, Millis, OneTime
 use crate::flow::catalog::{
     ActionName, NOT_VERIFIED, RATE_LIMITED, UPSTREAM_UNAVAILABLE, Validator,
 };
-use crate::flow::model::{Action, CLARIFY_STEP, Capture, MAIN_FLOW, Step, valid_command_name};
+use crate::flow::model::{
+    Action, CLARIFY_STEP, Capture, DID_YOU_MEAN_STEP, MAIN_FLOW, Step, valid_command_name,
+};
 use crate::flow::{FlowSet, Target, normalize};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use std::collections::BTreeMap;
+
+mod understand;
 
 /// Steps one turn may pass through before the engine assumes a loop.
 const MAX_HOPS: usize = 40;
@@ -65,6 +69,9 @@ pub(super) struct Turn<'a> {
     transient: BTreeMap<String, String>,
     hops: usize,
     actions_run: usize,
+    /// An e-mail address found in routed text: it answers the routed
+    /// help's address question (this turn only, never stored).
+    slot_email: Option<String>,
 }
 
 /// The one answer to a press that changes nothing: stale, forged, or
@@ -88,6 +95,7 @@ impl<'a> Turn<'a> {
             transient: BTreeMap::new(),
             hops: 0,
             actions_run: 0,
+            slot_email: None,
         }
     }
 
@@ -158,7 +166,7 @@ impl<'a> Turn<'a> {
                 .start_fresh(
                     conv,
                     start_topic,
-                    text_input.map(|(_, r)| r),
+                    text_input.map(|(raw, _)| raw),
                     &input,
                     landing,
                 )
@@ -281,28 +289,22 @@ impl<'a> Turn<'a> {
             self.out.notice = Some(EXPIRED_BUTTON.into());
             self.out.transcript_in = Some("[pressed an expired button]".into());
         }
-        let routed = topic
-            .as_deref()
-            .map(|t| {
-                flows.start_of(t).or_else(|| {
-                    flows
-                        .match_trigger(&normalize(t))
-                        .and_then(|f| flows.start_of(&f.id))
-                })
+        let topic = topic.as_deref().and_then(|t| {
+            flows.start_of(t).or_else(|| {
+                flows
+                    .match_trigger(&normalize(t))
+                    .and_then(|f| flows.start_of(&f.id))
             })
-            .or_else(|| {
-                text.as_deref().map(|t| {
-                    let n = normalize(t);
-                    flows
-                        .match_intent(&n)
-                        .map(|i| i.goto.clone())
-                        .or_else(|| flows.match_trigger(&n).and_then(|f| flows.start_of(&f.id)))
-                })
-            })
-            .flatten()
-            .or(landing);
-        self.run_from(conv, routed.unwrap_or_else(|| flows.main()))
-            .await;
+        });
+        if let Some(target) = topic {
+            self.run_from(conv, target).await;
+        } else if let Some(text) = text.as_deref()
+            && self.route_text(conv, text).await
+        {
+        } else {
+            self.run_from(conv, landing.unwrap_or_else(|| flows.main()))
+                .await;
+        }
         self.finish()
     }
 
@@ -312,9 +314,10 @@ impl<'a> Turn<'a> {
             flow: conv.flow.clone(),
             step: conv.step.clone(),
         };
+        let buttons = flows.step(&here).map(|s| self.buttons_of(conv, s));
         let chosen = parse_payload(payload)
             .filter(|(nonce, _)| !conv.state.nonce.is_empty() && *nonce == conv.state.nonce)
-            .and_then(|(_, idx)| flows.step(&here).and_then(|s| s.buttons.get(idx)));
+            .and_then(|(_, idx)| buttons.as_deref().and_then(|b| b.get(idx)).cloned());
         let Some(button) = chosen else {
             // Forged, stale, or someone else's: nothing changes.
             self.out.notice = Some(EXPIRED_BUTTON.into());
@@ -327,7 +330,7 @@ impl<'a> Turn<'a> {
             });
         }
         self.out.transcript_in = Some(format!("[pressed] {}", button.label));
-        self.press(conv, button).await;
+        self.press(conv, &button).await;
     }
 
     async fn press(&mut self, conv: &mut Conversation, button: &crate::flow::model::Button) {
@@ -351,16 +354,9 @@ impl<'a> Turn<'a> {
         let normalized = normalize(redacted);
         if conv.state.ended {
             conv.state.ended = false;
-            let target = flows
-                .match_intent(&normalized)
-                .map(|i| i.goto.clone())
-                .or_else(|| {
-                    flows
-                        .match_trigger(&normalized)
-                        .and_then(|f| flows.start_of(&f.id))
-                })
-                .unwrap_or_else(|| flows.main());
-            self.run_from(conv, target).await;
+            if !self.route_text(conv, raw).await {
+                self.run_from(conv, flows.main()).await;
+            }
             return;
         }
         if let Some(intent) = flows.match_intent(&normalized) {
@@ -382,22 +378,21 @@ impl<'a> Turn<'a> {
         if let Some(capture) = &step.capture
             && text::validate(capture, raw, redacted).is_some()
         {
-            self.on_capture(conv, step, capture, raw, redacted, &normalized)
+            self.on_capture(conv, step, capture, raw, redacted)
                 .await;
             return;
         }
-        if let Some(button) = text::match_button(&step.buttons, &normalized) {
-            self.press(conv, button).await;
+        let typed = text::match_button(&self.buttons_of(conv, step), &normalized).cloned();
+        if let Some(button) = typed {
+            self.press(conv, &button).await;
             return;
         }
         if let Some(capture) = &step.capture {
-            self.on_capture(conv, step, capture, raw, redacted, &normalized)
+            self.on_capture(conv, step, capture, raw, redacted)
                 .await;
             return;
         }
-        if let Some(flow) = flows.match_trigger(&normalized) {
-            let start = flows.start_of(&flow.id).expect("flow exists");
-            self.run_from(conv, start).await;
+        if self.route_text(conv, raw).await {
             return;
         }
         self.not_understood(conv, step).await;
@@ -410,45 +405,16 @@ impl<'a> Turn<'a> {
         capture: &Capture,
         raw: &str,
         redacted: &str,
-        normalized: &str,
     ) {
         match text::validate(capture, raw, redacted) {
             Some(value) => {
-                conv.state.retries = 0;
-                conv.state.misses = 0;
-                match capture.validator {
-                    Validator::Email => {
-                        if let Ok(email) = Email::parse(&value) {
-                            conv.vars
-                                .insert(format!("{}_masked", capture.var), email.masked());
-                        }
-                        self.transient.insert(capture.var.clone(), value.clone());
-                    }
-                    Validator::Code6 => {
-                        self.out.transcript_in = Some("[code entered]".into());
-                        self.transient.insert(capture.var.clone(), value.clone());
-                    }
-                    _ => {
-                        conv.vars.insert(capture.var.clone(), value.clone());
-                    }
-                }
-                let target = capture
-                    .branches
-                    .get(&value.to_lowercase())
-                    .or(step.next.as_ref())
-                    .cloned();
-                match target {
-                    Some(t) => self.run_from(conv, t).await,
-                    None => self.run_from(conv, self.env.flows.main()).await,
-                }
+                let target = self.keep_answer(conv, step, capture, value);
+                self.run_from(conv, target).await;
             }
             None => {
                 // Not an answer: maybe the user changed the subject.
-                if let Some(flow) = self.env.flows.match_trigger(normalized)
-                    && flow.id != conv.flow
-                {
-                    let start = self.env.flows.start_of(&flow.id).expect("flow exists");
-                    self.run_from(conv, start).await;
+                if let Some(target) = self.changed_subject(conv, raw) {
+                    self.run_from(conv, target).await;
                     return;
                 }
                 conv.state.retries += 1;
@@ -468,6 +434,49 @@ impl<'a> Turn<'a> {
         }
     }
 
+    /// Keeps a valid answer (an address or a code only for the turn) and
+    /// says where the flow goes next.
+    fn keep_answer(
+        &mut self,
+        conv: &mut Conversation,
+        step: &Step,
+        capture: &Capture,
+        value: String,
+    ) -> Target {
+        conv.state.retries = 0;
+        conv.state.misses = 0;
+        match capture.validator {
+            Validator::Email => {
+                if let Ok(email) = Email::parse(&value) {
+                    conv.vars
+                        .insert(format!("{}_masked", capture.var), email.masked());
+                }
+                self.transient.insert(capture.var.clone(), value.clone());
+            }
+            Validator::Code6 => {
+                self.out.transcript_in = Some("[code entered]".into());
+                self.transient.insert(capture.var.clone(), value.clone());
+            }
+            _ => {
+                conv.vars.insert(capture.var.clone(), value.clone());
+            }
+        }
+        capture
+            .branches
+            .get(&value.to_lowercase())
+            .or(step.next.as_ref())
+            .cloned()
+            .unwrap_or_else(|| self.env.flows.main())
+    }
+
+    /// An answer that came with the routed message (an address): kept as
+    /// if typed at the step's question, which is then not asked.
+    fn accept_capture(&mut self, conv: &mut Conversation, step: &Step, value: &str) -> Option<Target> {
+        let capture = step.capture.as_ref()?;
+        let value = text::validate(capture, value, value)?;
+        Some(self.keep_answer(conv, step, capture, value))
+    }
+
     async fn not_understood(&mut self, conv: &mut Conversation, step: &Step) {
         conv.state.misses += 1;
         if !step.buttons.is_empty() && conv.state.misses < 2 && !conv.state.ended {
@@ -485,8 +494,8 @@ impl<'a> Turn<'a> {
 
     /// Shows the current step's buttons again (same nonce: they stay valid).
     fn show_buttons(&mut self, conv: &Conversation, step: &Step) {
-        self.out.buttons = step
-            .buttons
+        self.out.buttons = self
+            .buttons_of(conv, step)
             .iter()
             .enumerate()
             .map(|(i, b)| OutButton {
@@ -523,6 +532,9 @@ impl<'a> Turn<'a> {
             conv.step = target.step.clone();
             conv.state.retries = 0;
             conv.state.ended = false;
+            if target.flow != MAIN_FLOW || target.step != DID_YOU_MEAN_STEP {
+                conv.state.suggestions.clear();
+            }
             if let Some(flow) = flows.flow(&target.flow)
                 && !flow.utility
             {
@@ -548,6 +560,13 @@ impl<'a> Turn<'a> {
             if let Some(reason) = &step.escalate {
                 self.escalate(conv, reason);
             }
+            if let Some(value) = self.take_slot(step) {
+                // The routed message held the address this step asks for.
+                if let Some(next) = self.accept_capture(conv, step, &value) {
+                    target = next;
+                    continue;
+                }
+            }
             if let Some(say) = &step.say {
                 let text = self.render(conv, say);
                 self.out.texts.push(text);
@@ -572,8 +591,8 @@ impl<'a> Turn<'a> {
             if step.waits() {
                 conv.state.nonce = new_nonce();
                 conv.state.misses = 0;
-                self.out.buttons = step
-                    .buttons
+                self.out.buttons = self
+                    .buttons_of(conv, step)
                     .iter()
                     .enumerate()
                     .map(|(i, b)| OutButton {

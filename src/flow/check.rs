@@ -69,6 +69,7 @@ pub fn check_and_compile(
     };
     checker.index();
     checker.check_steps();
+    checker.check_examples();
     checker.check_intents();
     checker.check_commands();
     checker.check_variables();
@@ -227,6 +228,56 @@ impl Checker<'_> {
                     "{hint}; write 'step', 'flow:step' or 'flow:' for a flow's start"
                 )),
             );
+        }
+    }
+
+    /// Example phrasings: entry points with examples are offered by title in
+    /// "Did you mean"; one phrasing cannot mean two entry points.
+    fn check_examples(&mut self) {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (path, file) in self.files {
+            let flow = file.flow.id.as_str();
+            let entries = std::iter::once((None, &file.flow.examples)).chain(
+                file.steps
+                    .iter()
+                    .map(|s| (Some(s), &s.examples)),
+            );
+            for (step, examples) in entries {
+                if examples.is_empty() {
+                    continue;
+                }
+                let sid = step.map(|s| s.id.as_str());
+                let entry = format!("{flow}:{}", sid.unwrap_or(""));
+                if let Some(step) = step {
+                    let title = step.title.as_deref().map(str::trim).unwrap_or("");
+                    if title.is_empty() || title.chars().count() > MAX_LABEL_CHARS {
+                        self.error(
+                            path,
+                            sid,
+                            "a step with examples needs a title of 1 to 80 characters".into(),
+                            Some("the title labels its \"Did you mean\" button".into()),
+                        );
+                    }
+                }
+                for text in examples {
+                    let key = normalize(text);
+                    if key.is_empty() {
+                        self.error(path, sid, "an example is empty".into(), None);
+                        continue;
+                    }
+                    match seen.get(&key) {
+                        Some(other) if *other != entry => self.error(
+                            path,
+                            sid,
+                            format!("example {text:?} is also an example of {other}"),
+                            Some("one phrasing cannot lead to two places".into()),
+                        ),
+                        _ => {
+                            seen.insert(key, entry.clone());
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -749,9 +800,15 @@ impl Checker<'_> {
                 graph.insert(format!("{flow}:{}", step.id), self.edges_of(flow, step));
             }
             if let Some(first) = file.steps.first()
-                && (flow == MAIN_FLOW || !file.flow.triggers.is_empty())
+                && (flow == MAIN_FLOW
+                    || !file.flow.triggers.is_empty()
+                    || !file.flow.examples.is_empty())
             {
                 roots.push(format!("{flow}:{}", first.id));
+            }
+            // The classifier routes to any step with examples.
+            for step in file.steps.iter().filter(|s| !s.examples.is_empty()) {
+                roots.push(format!("{flow}:{}", step.id));
             }
             for intent in &file.intents {
                 if let Ok(t) = self.resolve(flow, &intent.goto) {
@@ -764,8 +821,10 @@ impl Checker<'_> {
                 }
             }
         }
-        // The engine itself sends unrecognised text to the menu's clarify step.
+        // The engine itself sends unrecognised text to the menu's clarify
+        // step, and unsure guesses to its "did you mean" step.
         roots.push(format!("{MAIN_FLOW}:{CLARIFY_STEP}"));
+        roots.push(format!("{MAIN_FLOW}:{DID_YOU_MEAN_STEP}"));
         let mut seen: HashSet<String> = roots.iter().cloned().collect();
         let mut queue: VecDeque<String> = roots.into();
         while let Some(node) = queue.pop_front() {
@@ -1003,6 +1062,8 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
             .map(|s| {
                 let step = Step {
                     id: s.id.clone(),
+                    title: s.title.as_ref().map(|t| t.trim().to_string()),
+                    examples: s.examples.clone(),
                     say: s.say.clone(),
                     buttons: s
                         .buttons
@@ -1062,6 +1123,7 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                     .collect(),
                 priority: file.flow.priority,
                 utility: file.flow.utility,
+                examples: file.flow.examples.clone(),
                 start: file.steps[0].id.clone(),
                 steps,
             },
@@ -1102,13 +1164,16 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
         .map(|f| (-f.priority, f.id.clone()))
         .collect();
     trigger_order.sort();
-    FlowSet {
+    let mut set = FlowSet {
         flows,
         intents,
         commands,
         trigger_order: trigger_order.into_iter().map(|(_, id)| id).collect(),
         version,
-    }
+        classifier: None,
+    };
+    set.classifier = super::classifier::trained_for(&set.entry_examples(), &set.version);
+    set
 }
 
 #[cfg(test)]

@@ -91,6 +91,10 @@ pub struct FlowHeader {
     /// Utility flows (menu, feedback, human) are not "topics" for feedback.
     #[serde(default)]
     pub utility: bool,
+    /// Phrasings that should land on the flow's first step: the intent
+    /// classifier is trained on them (see `docs/understanding.md`).
+    #[serde(default)]
+    pub examples: Vec<String>,
 }
 
 /// A phrase that works at every step ("menu", "talk to a human").
@@ -106,6 +110,14 @@ pub struct IntentDef {
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
     pub id: String,
+    /// How the step is offered in "Did you mean …?" buttons; required when
+    /// the step has `examples`.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Phrasings that should land directly on this step (an entry point
+    /// deeper than the flow's start).
+    #[serde(default)]
+    pub examples: Vec<String>,
     /// The message, with `{variable}` templates.
     #[serde(default)]
     pub say: Option<String>,
@@ -188,7 +200,7 @@ pub struct CounterDef {
 // ---- compiled form -------------------------------------------------------
 
 /// A resolved jump target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct Target {
     pub flow: String,
     pub step: String,
@@ -241,6 +253,10 @@ pub struct Counter {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
+    /// Its label on a "Did you mean" button (entry points only).
+    pub title: Option<String>,
+    /// Phrasings that land here (the classifier's training data).
+    pub examples: Vec<String>,
     pub say: Option<String>,
     pub buttons: Vec<Button>,
     pub capture: Option<Capture>,
@@ -267,6 +283,8 @@ pub struct Flow {
     pub triggers: Vec<Regex>,
     pub priority: i32,
     pub utility: bool,
+    /// Phrasings that land on `start`.
+    pub examples: Vec<String>,
     pub start: String,
     pub steps: BTreeMap<String, Step>,
 }
@@ -308,12 +326,17 @@ pub struct FlowSet {
     pub trigger_order: Vec<String>,
     /// Changes whenever any flow file changes.
     pub version: String,
+    /// Trained from the flows' `examples`; `None` when there are none.
+    pub classifier: Option<std::sync::Arc<super::classifier::Classifier>>,
 }
 
 /// The flow every fresh conversation starts in.
 pub const MAIN_FLOW: &str = "main";
 /// The step of the main flow that unrecognised text goes to.
 pub const CLARIFY_STEP: &str = "clarify";
+/// The step of the main flow that asks "Did you mean …?"; the candidates
+/// come before its own buttons.
+pub const DID_YOU_MEAN_STEP: &str = "did_you_mean";
 /// The longest command name Telegram and Discord accept.
 pub const MAX_COMMAND_CHARS: usize = 32;
 /// The longest command description Discord accepts (Telegram: 256).
@@ -329,6 +352,43 @@ pub fn valid_command_name(name: &str) -> bool {
 }
 
 impl FlowSet {
+    /// Parses an entry point as written in an evaluation file: `flow` (its
+    /// first step) or `flow:step`; `None` when there is no such step.
+    pub fn entry(&self, written: &str) -> Option<Target> {
+        match written.split_once(':') {
+            None => self.start_of(written),
+            Some((flow, "")) => self.start_of(flow),
+            Some((flow, step)) => {
+                let target = Target {
+                    flow: flow.into(),
+                    step: step.into(),
+                };
+                self.step(&target).map(|_| target)
+            }
+        }
+    }
+
+    /// Every entry point with examples, with them: the classifier's
+    /// training set, in a stable order.
+    pub fn entry_examples(&self) -> Vec<(Target, &[String])> {
+        let mut out = Vec::new();
+        for flow in self.flows.values() {
+            if !flow.examples.is_empty() {
+                out.push((self.start_of(&flow.id).expect("flow"), &flow.examples[..]));
+            }
+            for step in flow.steps.values() {
+                if !step.examples.is_empty() {
+                    let target = Target {
+                        flow: flow.id.clone(),
+                        step: step.id.clone(),
+                    };
+                    out.push((target, &step.examples[..]));
+                }
+            }
+        }
+        out
+    }
+
     pub fn step(&self, target: &Target) -> Option<&Step> {
         self.flows.get(&target.flow)?.steps.get(&target.step)
     }

@@ -1,0 +1,97 @@
+//! Where free text goes: the one routing decision the engine and
+//! `recoverbot flows eval` share.
+//!
+//! In order:
+//! 1. a global `[[intent]]` regex ("menu", "talk to a human") routes at once:
+//!    those are exact phrases, not guesses;
+//! 2. the [classifier](super::classifier): a confident answer routes, two or
+//!    three close candidates become "Did you mean …?", a weak one is unsure;
+//! 3. when the classifier is unsure, a flow's regex `triggers` still route
+//!    (exact patterns written by the flow's author);
+//! 4. otherwise [`Route::Unsure`]: the caller shows the menu.
+
+use super::model::{FlowSet, Target};
+use crate::config::UnderstandingSettings;
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Go there.
+    Direct { target: Target, how: RouteBy },
+    /// Ask "Did you mean …?" with these, most likely first.
+    Ask(Vec<Target>),
+    /// No idea: the menu.
+    Unsure,
+}
+
+/// Why a [`Route::Direct`] was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteBy {
+    Intent,
+    Classifier,
+    Trigger,
+}
+
+impl FlowSet {
+    /// Routes a message (its original text: routing reads what the user
+    /// wrote, storage only ever sees the redacted copy).
+    pub fn route(&self, text: &str, settings: &UnderstandingSettings) -> Route {
+        let normalized = super::normalize(text);
+        if let Some(intent) = self.match_intent(&normalized) {
+            return Route::Direct {
+                target: intent.goto.clone(),
+                how: RouteBy::Intent,
+            };
+        }
+        if let Some(route) = self.classify(text, settings) {
+            return route;
+        }
+        match self.match_trigger(&normalized) {
+            Some(flow) => Route::Direct {
+                target: self.start_of(&flow.id).expect("flow exists"),
+                how: RouteBy::Trigger,
+            },
+            None => Route::Unsure,
+        }
+    }
+
+    /// The classifier's part of [`route`](Self::route): `None` when it is
+    /// unsure (or there is no classifier).
+    pub fn classify(&self, text: &str, settings: &UnderstandingSettings) -> Option<Route> {
+        let model = self.classifier.as_deref()?;
+        let scored = model.classify(text);
+        let top = scored.first()?;
+        if top.similarity < settings.min_similarity {
+            return None;
+        }
+        if top.probability >= settings.route_confidence {
+            return Some(Route::Direct {
+                target: top.target.clone(),
+                how: RouteBy::Classifier,
+            });
+        }
+        if top.probability < settings.suggest_confidence {
+            return None;
+        }
+        let floor = top.probability * settings.suggest_ratio;
+        let candidates: Vec<Target> = scored
+            .iter()
+            .take(settings.max_suggestions.max(1))
+            .filter(|s| s.probability >= floor && s.similarity >= settings.min_similarity)
+            .map(|s| s.target.clone())
+            .collect();
+        // One plausible answer that is not a confident one is still asked
+        // about: "Did you mean X?" with one button and the menu.
+        Some(Route::Ask(candidates))
+    }
+
+    /// The label of an entry point on a "Did you mean" button: the step's
+    /// `title`, or the flow's title for a flow's start.
+    pub fn entry_title(&self, target: &Target) -> String {
+        let flow = self.flow(&target.flow);
+        flow.and_then(|f| f.steps.get(&target.step))
+            .and_then(|s| s.title.clone())
+            .or_else(|| flow.map(|f| f.title.clone()))
+            .unwrap_or_else(|| target.to_string())
+    }
+}
