@@ -2,7 +2,9 @@
 //! flow (typed text, button presses and two actions each), once on the
 //! SQLite store (WAL, synchronous=NORMAL, every turn a durable transaction)
 //! and once on the in-memory store (the engine alone). Prints turns/s and
-//! CPU microseconds per turn.
+//! CPU microseconds per turn. First, the intent classifier: the time to load
+//! the flows and train it, and the time to classify one message (every
+//! phrasing of `tests/data/intents_eval.tsv`, median and p99).
 //!
 //! `cargo bench --bench engine` (optionally `-- --conversations N` and
 //! `--store sqlite|memory`).
@@ -109,6 +111,40 @@ fn cpu_time() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// Flow loading with training, and one classification per message.
+fn classifier_figures(settings: &Settings) {
+    let t0 = Instant::now();
+    let flows = recoverbot::flow::load_dir(std::path::Path::new("flows")).expect("flows");
+    let load = t0.elapsed();
+    let model = flows.classifier.as_deref().expect("the flows have examples");
+    let phrasings: Vec<String> = std::fs::read_to_string("tests/data/intents_eval.tsv")
+        .expect("the evaluation set")
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(_, p)| p.to_string()))
+        .collect();
+    let mut times = Vec::with_capacity(phrasings.len() * 20);
+    for _ in 0..20 {
+        for p in &phrasings {
+            let t = Instant::now();
+            let route = flows.route(p, &settings.understanding);
+            times.push(t.elapsed());
+            std::hint::black_box(route);
+        }
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "classifier: {} entry points, {} examples, {:.1} MiB; flows loaded and trained in {} ms; route one message: median {:.1} µs, p99 {:.1} µs ({} messages)",
+        model.labels().len(),
+        model.examples(),
+        model.memory_bytes() as f64 / (1024.0 * 1024.0),
+        load.as_millis(),
+        at(0.5),
+        at(0.99),
+        times.len()
+    );
+}
+
 async fn run(name: &str, store: Arc<dyn Store>, settings: &Settings, conversations: usize) {
     let flows = recoverbot::flow::load_dir(std::path::Path::new("flows")).expect("flows");
     let engine = Arc::new(Engine::new(
@@ -166,6 +202,7 @@ fn main() {
             WALK.len(),
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
+        classifier_figures(&settings);
 
         if only != "memory" {
             let dir = tempfile::tempdir().expect("tempdir");

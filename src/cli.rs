@@ -83,6 +83,15 @@ pub enum FlowsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Where one message would go, and the classifier's top candidates
+    /// with their probability and similarity (for tuning examples).
+    Route {
+        /// The message, as a user would type it.
+        text: String,
+        /// Directory of flow files (default: engine.flows_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Draw the flows: steps, buttons and outcomes.
     Graph {
         /// Output format.
@@ -237,6 +246,31 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
         }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
             eval_flows(&dir, file.as_deref(), examples, min_accuracy, &settings)
+        }
+        Command::Flows(FlowsCommand::Route { text, dir }) => {
+            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_dir(&dir) {
+                Ok(set) => {
+                    println!("route: {:?}", set.route(&text, &settings.understanding));
+                    if let Some(model) = set.classifier.as_deref() {
+                        for s in model.classify(&text).iter().take(5) {
+                            println!(
+                                "  {:<32} probability {:.3}  similarity {:.3}",
+                                s.target.to_string(),
+                                s.probability,
+                                s.similarity
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(diags) => {
+                    for d in &diags {
+                        eprintln!("{d}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Flows(FlowsCommand::Graph { format, dir }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());

@@ -219,7 +219,7 @@ impl Default for UnderstandingSettings {
             suggest_confidence: 0.2,
             suggest_ratio: 0.3,
             max_suggestions: 3,
-            min_similarity: 0.15,
+            min_similarity: 0.2,
         }
     }
 }

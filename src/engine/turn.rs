@@ -560,6 +560,10 @@ impl<'a> Turn<'a> {
             if let Some(reason) = &step.escalate {
                 self.escalate(conv, reason);
             }
+            if let Some(next) = self.slot_target(step) {
+                target = next;
+                continue;
+            }
             if let Some(value) = self.take_slot(step) {
                 // The routed message held the address this step asks for.
                 if let Some(next) = self.accept_capture(conv, step, &value) {

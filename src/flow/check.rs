@@ -242,6 +242,19 @@ impl Checker<'_> {
                     .iter()
                     .map(|s| (Some(s), &s.examples)),
             );
+            for step in &file.steps {
+                for (slot, target) in &step.slots {
+                    if slot != "email" {
+                        self.error(
+                            path,
+                            Some(&step.id),
+                            format!("unknown slot '{slot}'"),
+                            Some("slots: email".into()),
+                        );
+                    }
+                    self.check_target(path, flow, &step.id, &format!("slot '{slot}'"), target);
+                }
+            }
             for (step, examples) in entries {
                 if examples.is_empty() {
                     continue;
@@ -782,6 +795,7 @@ impl Checker<'_> {
         if let Some(a) = &step.action {
             raw.extend(a.on.values());
         }
+        raw.extend(step.slots.values());
         raw.into_iter()
             .filter_map(|r| self.resolve(flow, r).ok())
             .map(|t| t.to_string())
@@ -1103,6 +1117,11 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                         exceeded: resolve(fid, &c.exceeded),
                     }),
                     set: s.set.clone(),
+                    slots: s
+                        .slots
+                        .iter()
+                        .map(|(k, v)| (k.clone(), resolve(fid, v)))
+                        .collect(),
                     escalate: s.escalate.clone(),
                     end: s.end,
                 };

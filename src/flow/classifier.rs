@@ -13,9 +13,10 @@
 //! then the two are joined. A multinomial logistic regression (softmax, L2,
 //! AdaGrad, a fixed number of epochs and a fixed shuffle seed, so training is
 //! deterministic) gives a probability per entry point. Beside it, the cosine
-//! to each entry point's centroid says whether the message looks like any of
-//! the examples at all: a confident softmax on a message that shares nothing
-//! with the examples ("what are your fees") is not a reason to route.
+//! to the nearest example of each likely entry point says whether the
+//! message looks like any of the examples at all: a confident softmax on a
+//! message that shares little with the examples ("what are your fees") is
+//! not a reason to route.
 //!
 //! Classifying needs one normalised copy of the text and one feature vector;
 //! features are hashes of byte slices of that copy, looked up in a map keyed
@@ -96,8 +97,10 @@ pub struct Classifier {
     weights: Vec<f32>,
     bias: Vec<f32>,
     /// `centroids[f * classes + c]`: each entry point's normalised mean
-    /// example vector.
+    /// example vector (for `flows check`'s "too alike").
     centroids: Vec<f32>,
+    /// The training vectors, by class (for the nearest-example similarity).
+    by_class: Vec<Vec<Sparse>>,
     word_weight: f32,
     examples: usize,
 }
@@ -118,9 +121,13 @@ pub struct Scored<'a> {
     pub target: &'a Target,
     /// Softmax probability.
     pub probability: f32,
-    /// Cosine to the entry point's centroid (0 when nothing is shared).
+    /// Cosine to the entry point's nearest example; computed for the
+    /// [`SIMILARITY_FOR`] most likely entry points only (0 for the rest).
     pub similarity: f32,
 }
+
+/// How many of the most likely entry points get a similarity.
+pub const SIMILARITY_FOR: usize = 3;
 
 /// A sparse vector: (feature index, value), sorted by index.
 pub(crate) type Sparse = Vec<(u32, f32)>;
@@ -179,6 +186,10 @@ impl Classifier {
         let features = idf.len();
         let centroids = centroids(&vectors, &label_of, classes, features);
         let (weights, bias) = fit(&vectors, &label_of, classes, features, options);
+        let mut by_class = vec![Vec::new(); classes];
+        for (x, &c) in vectors.into_iter().zip(&label_of) {
+            by_class[c].push(x);
+        }
         Self {
             labels,
             vocab,
@@ -186,6 +197,7 @@ impl Classifier {
             weights,
             bias,
             centroids,
+            by_class,
             word_weight: options.word_weight,
             examples: examples.len(),
         }
@@ -204,7 +216,8 @@ impl Classifier {
     /// Bytes held by the model's tables (an estimate of its memory).
     pub fn memory_bytes(&self) -> usize {
         let floats = self.idf.len() + self.weights.len() + self.bias.len() + self.centroids.len();
-        floats * 4 + self.vocab.capacity() * (8 + 4 + 8)
+        let examples: usize = self.by_class.iter().flatten().map(|x| x.len() * 8 + 24).sum();
+        floats * 4 + examples + self.vocab.capacity() * (8 + 4 + 8)
     }
 
     /// The message as a TF-IDF vector over the known features.
@@ -231,28 +244,30 @@ impl Classifier {
         }
         let classes = self.labels.len();
         let mut scores = self.bias.clone();
-        let mut similarity = vec![0.0f32; classes];
         for &(f, v) in &x {
             let row = f as usize * classes;
             for c in 0..classes {
                 scores[c] += self.weights[row + c] * v;
-                similarity[c] += self.centroids[row + c] * v;
             }
         }
         softmax(&mut scores);
-        let mut out: Vec<Scored<'_>> = self
-            .labels
-            .iter()
-            .zip(scores)
-            .zip(similarity)
-            .map(|((target, probability), similarity)| Scored {
-                target,
+        let mut out: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out.into_iter()
+            .enumerate()
+            .map(|(rank, (c, probability))| Scored {
+                target: &self.labels[c],
                 probability,
-                similarity,
+                similarity: if rank < SIMILARITY_FOR {
+                    self.by_class[c]
+                        .iter()
+                        .map(|e| dot(&x, e))
+                        .fold(0.0, f32::max)
+                } else {
+                    0.0
+                },
             })
-            .collect();
-        out.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-        out
+            .collect()
     }
 
     /// Cosine similarity between two entry points' centroids.
@@ -415,6 +430,23 @@ fn weigh(chars: Vec<u32>, words: Vec<u32>, idf: &[f32], word_weight: f32) -> Spa
     // seeds differ), so sorting keeps one entry per feature.
     out.sort_unstable_by_key(|(f, _)| *f);
     out
+}
+
+/// The dot product of two sparse vectors (both sorted by index).
+fn dot(a: &Sparse, b: &Sparse) -> f32 {
+    let (mut i, mut j, mut sum) = (0, 0, 0.0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                sum += a[i].1 * b[j].1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    sum
 }
 
 fn centroids(vectors: &[Sparse], label_of: &[usize], classes: usize, features: usize) -> Vec<f32> {

@@ -136,6 +136,10 @@ pub struct StepDef {
     /// Variables to set on entering the step.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
+    /// When the message that led here already held a value (`email`), go
+    /// on to this target, whose question the value then answers.
+    #[serde(default)]
+    pub slots: BTreeMap<String, String>,
     /// Records an escalation request with this reason on entering the step.
     #[serde(default)]
     pub escalate: Option<String>,
@@ -264,6 +268,8 @@ pub struct Step {
     pub next: Option<Target>,
     pub count: Option<Counter>,
     pub set: BTreeMap<String, String>,
+    /// Slot name (`email`) → where to go when the routed message held one.
+    pub slots: BTreeMap<String, Target>,
     pub escalate: Option<String>,
     pub end: bool,
 }

@@ -292,6 +292,7 @@ async fn sign_up_help_covers_the_verification_mail_and_duplicates() {
     assert!(text(&r).to_lowercase().contains("spam"), "{}", text(&r));
     let r = bot.say("dup", "menu").await;
     assert_eq!(at(&r), ("main", "menu"));
+    bot.press("dup", "More topics").await;
     let r = bot.press("dup", "I signed up twice / new profile").await;
     assert_eq!(at(&r), ("signup", "duplicate"));
     let r = bot.press("dup", "I'm back in my old profile").await;

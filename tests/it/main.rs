@@ -15,3 +15,4 @@ mod flows_walk;
 mod outbox_contract;
 mod store_backends;
 mod telegram;
+mod understanding;

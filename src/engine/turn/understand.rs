@@ -80,6 +80,12 @@ impl Turn<'_> {
         Cow::Owned(all)
     }
 
+    /// Where a step sends a message that came with an address (`slots`).
+    pub(super) fn slot_target(&self, step: &Step) -> Option<Target> {
+        self.slot_email.as_ref()?;
+        step.slots.get("email").cloned()
+    }
+
     /// Whether entering `step` with a pending address answers its question
     /// at once; then the address is the answer (as if typed at the prompt).
     pub(super) fn take_slot(&mut self, step: &Step) -> Option<String> {
