@@ -260,7 +260,8 @@ impl Checker<'_> {
                     continue;
                 }
                 let sid = step.map(|s| s.id.as_str());
-                let entry = format!("{flow}:{}", sid.unwrap_or(""));
+                let first = file.steps.first().map_or("", |s| s.id.as_str());
+                let entry = format!("{flow}:{}", sid.unwrap_or(first));
                 if let Some(step) = step {
                     let title = step.title.as_deref().map(str::trim).unwrap_or("");
                     if title.is_empty() || title.chars().count() > MAX_LABEL_CHARS {

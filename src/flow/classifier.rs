@@ -470,6 +470,9 @@ fn centroids(vectors: &[Sparse], label_of: &[usize], classes: usize, features: u
     sums
 }
 
+/// A class whose gradient for an example is smaller than this is not updated.
+const SKIP_GRADIENT: f32 = 1e-3;
+
 /// Softmax regression with AdaGrad; weight decay on the rows a step touches.
 fn fit(
     vectors: &[Sparse],
@@ -485,6 +488,7 @@ fn fit(
     let mut order: Vec<usize> = (0..vectors.len()).collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut scores = vec![0.0f32; classes];
+    let mut active = Vec::with_capacity(classes);
     for _ in 0..options.epochs {
         // Fisher-Yates with xorshift: deterministic.
         for i in (1..order.len()).rev() {
@@ -504,14 +508,18 @@ fn fit(
             }
             softmax(&mut scores);
             scores[label_of[i]] -= 1.0; // now the gradient of the loss
-            for c in 0..classes {
+            // Classes the example barely moves are skipped: after the first
+            // epochs that is nearly all of them, which makes training fast.
+            active.clear();
+            active.extend((0..classes).filter(|&c| scores[c].abs() > SKIP_GRADIENT));
+            for &c in &active {
                 let g = scores[c];
                 g2b[c] += g * g;
                 bias[c] -= options.learning_rate * g / g2b[c].sqrt();
             }
             for &(f, v) in x {
                 let row = f as usize * classes;
-                for c in 0..classes {
+                for &c in &active {
                     let k = row + c;
                     let g = scores[c] * v + options.l2 * weights[k];
                     g2w[k] += g * g;

@@ -279,3 +279,4 @@ fn warning(set: &FlowSet, target: &Target, message: String) -> Diagnostic {
         hint: None,
     }
 }
+

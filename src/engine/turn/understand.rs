@@ -13,7 +13,7 @@ use crate::engine::state::Conversation;
 use crate::flow::Target;
 use crate::flow::catalog::Validator;
 use crate::flow::model::{Button, DID_YOU_MEAN_STEP, MAIN_FLOW, Step};
-use crate::flow::router::Route;
+use crate::flow::router::{Route, RouteBy};
 use std::borrow::Cow;
 
 impl Turn<'_> {
@@ -22,6 +22,12 @@ impl Turn<'_> {
     pub(super) async fn route_text(&mut self, conv: &mut Conversation, raw: &str) -> bool {
         let flows = self.env.flows;
         match flows.route(raw, &self.env.config.understanding) {
+            // The menu is where "not understood" leads anyway; the caller
+            // knows better (a second miss gets the clarifying menu).
+            Route::Direct {
+                target,
+                how: RouteBy::Classifier,
+            } if target == flows.main() => false,
             Route::Direct { target, .. } => {
                 self.slot_email = find_email(raw);
                 self.run_from(conv, target).await;
