@@ -96,9 +96,6 @@ pub struct Classifier {
     /// `weights[f * classes + c]`.
     weights: Vec<f32>,
     bias: Vec<f32>,
-    /// `centroids[f * classes + c]`: each entry point's normalised mean
-    /// example vector (for `flows check`'s "too alike").
-    centroids: Vec<f32>,
     /// The training vectors, by class (for the nearest-example similarity).
     by_class: Vec<Vec<Sparse>>,
     word_weight: f32,
@@ -184,7 +181,6 @@ impl Classifier {
             .collect();
         let classes = labels.len();
         let features = idf.len();
-        let centroids = centroids(&vectors, &label_of, classes, features);
         let (weights, bias) = fit(&vectors, &label_of, classes, features, options);
         let mut by_class = vec![Vec::new(); classes];
         for (x, &c) in vectors.into_iter().zip(&label_of) {
@@ -196,7 +192,6 @@ impl Classifier {
             idf,
             weights,
             bias,
-            centroids,
             by_class,
             word_weight: options.word_weight,
             examples: examples.len(),
@@ -215,7 +210,7 @@ impl Classifier {
 
     /// Bytes held by the model's tables (an estimate of its memory).
     pub fn memory_bytes(&self) -> usize {
-        let floats = self.idf.len() + self.weights.len() + self.bias.len() + self.centroids.len();
+        let floats = self.idf.len() + self.weights.len() + self.bias.len();
         let examples: usize = self.by_class.iter().flatten().map(|x| x.len() * 8 + 24).sum();
         floats * 4 + examples + self.vocab.capacity() * (8 + 4 + 8)
     }
@@ -270,12 +265,41 @@ impl Classifier {
             .collect()
     }
 
-    /// Cosine similarity between two entry points' centroids.
-    pub fn centroid_similarity(&self, a: usize, b: usize) -> f32 {
+    /// For every pair of entry points (a, b) with a ≠ b: the share of a's
+    /// examples whose nearest other example belongs to b. A high share means
+    /// the two are hard to tell apart. Quadratic in the examples: for
+    /// `flows check`, not for loading.
+    pub fn neighbour_confusion(&self) -> Vec<(usize, usize, f32)> {
+        let all: Vec<(usize, &Sparse)> = self
+            .by_class
+            .iter()
+            .enumerate()
+            .flat_map(|(c, xs)| xs.iter().map(move |x| (c, x)))
+            .collect();
         let classes = self.labels.len();
-        (0..self.idf.len())
-            .map(|f| self.centroids[f * classes + a] * self.centroids[f * classes + b])
-            .sum()
+        let mut counts = vec![0usize; classes * classes];
+        for (i, (a, x)) in all.iter().enumerate() {
+            let nearest = all
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (b, y))| (dot(x, y), *b))
+                .max_by(|p, q| p.0.total_cmp(&q.0));
+            if let Some((_, b)) = nearest {
+                counts[a * classes + b] += 1;
+            }
+        }
+        let mut out = Vec::new();
+        for a in 0..classes {
+            let n = self.by_class[a].len().max(1) as f32;
+            for b in (0..classes).filter(|&b| b != a) {
+                let k = counts[a * classes + b];
+                if k > 0 {
+                    out.push((a, b, k as f32 / n));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -449,26 +473,6 @@ fn dot(a: &Sparse, b: &Sparse) -> f32 {
     sum
 }
 
-fn centroids(vectors: &[Sparse], label_of: &[usize], classes: usize, features: usize) -> Vec<f32> {
-    let mut sums = vec![0.0f32; features * classes];
-    for (x, &c) in vectors.iter().zip(label_of) {
-        for &(f, v) in x {
-            sums[f as usize * classes + c] += v;
-        }
-    }
-    for c in 0..classes {
-        let norm = (0..features)
-            .map(|f| sums[f * classes + c].powi(2))
-            .sum::<f32>()
-            .sqrt();
-        if norm > 0.0 {
-            for f in 0..features {
-                sums[f * classes + c] /= norm;
-            }
-        }
-    }
-    sums
-}
 
 /// A class whose gradient for an example is smaller than this is not updated.
 const SKIP_GRADIENT: f32 = 1e-3;

@@ -224,9 +224,9 @@ impl fmt::Display for Report {
 
 /// Entry points with fewer examples than this get a warning.
 pub const MIN_EXAMPLES: usize = 10;
-/// Two entry points whose example centroids are at least this similar
-/// (cosine) are hard to tell apart.
-pub const TOO_ALIKE: f32 = 0.75;
+/// Two entry points are too alike when at least this share of one's
+/// examples has its nearest neighbour among the other's.
+pub const TOO_ALIKE: f32 = 0.3;
 
 /// Warnings about the examples (they do not stop the bot): too few for an
 /// entry point, and pairs of entry points too alike to tell apart.
@@ -249,19 +249,18 @@ pub fn example_warnings(set: &FlowSet) -> Vec<Diagnostic> {
         return out;
     };
     let labels = model.labels();
-    for a in 0..labels.len() {
-        for b in a + 1..labels.len() {
-            let similarity = model.centroid_similarity(a, b);
-            if similarity >= TOO_ALIKE {
-                out.push(warning(
-                    set,
-                    &labels[a],
-                    format!(
-                        "the examples of {} and {} are too alike to tell apart (similarity {similarity:.2}); make them more distinct",
-                        labels[a], labels[b]
-                    ),
-                ));
-            }
+    for (a, b, share) in model.neighbour_confusion() {
+        if share >= TOO_ALIKE {
+            out.push(warning(
+                set,
+                &labels[a],
+                format!(
+                    "the examples of {} and {} are too alike to tell apart ({:.0}% of the first's examples are closest to one of the second's); make them more distinct",
+                    labels[a],
+                    labels[b],
+                    share * 100.0
+                ),
+            ));
         }
     }
     out
