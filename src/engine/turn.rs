@@ -299,7 +299,7 @@ impl<'a> Turn<'a> {
         if let Some(target) = topic {
             self.run_from(conv, target).await;
         } else if let Some(text) = text.as_deref()
-            && self.route_text(conv, text).await
+            && self.route_text(conv, text, false).await
         {
         } else {
             self.run_from(conv, landing.unwrap_or_else(|| flows.main()))
@@ -354,7 +354,7 @@ impl<'a> Turn<'a> {
         let normalized = normalize(redacted);
         if conv.state.ended {
             conv.state.ended = false;
-            if !self.route_text(conv, raw).await {
+            if !self.route_text(conv, raw, false).await {
                 self.run_from(conv, flows.main()).await;
             }
             return;
@@ -392,7 +392,7 @@ impl<'a> Turn<'a> {
                 .await;
             return;
         }
-        if self.route_text(conv, raw).await {
+        if self.route_text(conv, raw, true).await {
             return;
         }
         self.not_understood(conv, step).await;

@@ -435,10 +435,26 @@ impl FlowSet {
 
     /// The highest-priority flow whose trigger matches normalised text.
     pub fn match_trigger(&self, normalized: &str) -> Option<&Flow> {
+        self.match_trigger_where(normalized, |_| true)
+    }
+
+    /// [`match_trigger`](Self::match_trigger) among the flows `keep` keeps.
+    pub fn match_trigger_where(
+        &self,
+        normalized: &str,
+        keep: impl Fn(&Flow) -> bool,
+    ) -> Option<&Flow> {
         self.trigger_order
             .iter()
             .filter_map(|id| self.flows.get(id))
+            .filter(|f| keep(f))
             .find(|f| f.triggers.iter().any(|t| t.is_match(normalized)))
+    }
+
+    /// Whether the flow or any of its steps has examples (the classifier
+    /// knows it).
+    pub fn has_examples(&self, flow: &Flow) -> bool {
+        !flow.examples.is_empty() || flow.steps.values().any(|s| !s.examples.is_empty())
     }
 }
 

@@ -4,11 +4,15 @@
 //! In order:
 //! 1. a global `[[intent]]` regex ("menu", "talk to a human") routes at once:
 //!    those are exact phrases, not guesses;
-//! 2. the [classifier](super::classifier): a confident answer routes, two or
-//!    three close candidates become "Did you mean …?", a weak one is unsure;
-//! 3. when the classifier is unsure, a flow's regex `triggers` still route
+//! 2. the regex `triggers` of a flow that has no examples: the classifier
+//!    cannot know it, so its author's exact patterns decide;
+//! 3. the [classifier](super::classifier): a confident answer routes, two or
+//!    three close candidates become "Did you mean …?", a weak one is unsure,
+//!    and a message most like the menu's examples (small talk, questions
+//!    about something else) is unsure too;
+//! 4. when the classifier is unsure, the other flows' `triggers` still route
 //!    (exact patterns written by the flow's author);
-//! 4. otherwise [`Route::Unsure`]: the caller shows the menu.
+//! 5. otherwise [`Route::Unsure`]: the caller shows the menu.
 
 use super::model::{FlowSet, Target};
 use crate::config::UnderstandingSettings;
@@ -43,6 +47,12 @@ impl FlowSet {
                 how: RouteBy::Intent,
             };
         }
+        if let Some(flow) = self.match_trigger_where(&normalized, |f| !self.has_examples(f)) {
+            return Route::Direct {
+                target: self.start_of(&flow.id).expect("flow exists"),
+                how: RouteBy::Trigger,
+            };
+        }
         if let Some(route) = self.classify(text, settings) {
             return route;
         }
@@ -64,6 +74,10 @@ impl FlowSet {
         if top.similarity < settings.min_similarity {
             return None;
         }
+        let menu = self.main();
+        if *top.target == menu {
+            return Some(Route::Unsure);
+        }
         if top.probability >= settings.route_confidence {
             return Some(Route::Direct {
                 target: top.target.clone(),
@@ -78,6 +92,7 @@ impl FlowSet {
             .iter()
             .take(settings.max_suggestions.max(1))
             .filter(|s| s.probability >= floor && s.similarity >= settings.min_similarity)
+            .filter(|s| *s.target != menu)
             .map(|s| s.target.clone())
             .collect();
         // One plausible answer that is not a confident one is still asked

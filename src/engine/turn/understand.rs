@@ -19,15 +19,20 @@ use std::borrow::Cow;
 impl Turn<'_> {
     /// Routes free text. `false`: the router is unsure and nothing
     /// happened (the caller shows the menu or repeats the question).
-    pub(super) async fn route_text(&mut self, conv: &mut Conversation, raw: &str) -> bool {
+    /// `mid_flow`: the user is at a step with buttons; small talk ("ok",
+    /// "thanks") is then not a reason to leave it.
+    pub(super) async fn route_text(
+        &mut self,
+        conv: &mut Conversation,
+        raw: &str,
+        mid_flow: bool,
+    ) -> bool {
         let flows = self.env.flows;
         match flows.route(raw, &self.env.config.understanding) {
-            // The menu is where "not understood" leads anyway; the caller
-            // knows better (a second miss gets the clarifying menu).
             Route::Direct {
                 target,
                 how: RouteBy::Classifier,
-            } if target == flows.main() => false,
+            } if mid_flow && target.flow == MAIN_FLOW => false,
             Route::Direct { target, .. } => {
                 self.slot_email = find_email(raw);
                 self.run_from(conv, target).await;
@@ -55,7 +60,9 @@ impl Turn<'_> {
     /// (the user changed the subject), or `None`.
     pub(super) fn changed_subject(&self, conv: &Conversation, raw: &str) -> Option<Target> {
         match self.env.flows.route(raw, &self.env.config.understanding) {
-            Route::Direct { target, .. } if target.flow != conv.flow => Some(target),
+            Route::Direct { target, .. } if target.flow != conv.flow && target.flow != MAIN_FLOW => {
+                Some(target)
+            }
             _ => None,
         }
     }
