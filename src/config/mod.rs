@@ -215,7 +215,7 @@ pub struct UnderstandingSettings {
 impl Default for UnderstandingSettings {
     fn default() -> Self {
         Self {
-            route_confidence: 0.5,
+            route_confidence: 0.7,
             suggest_confidence: 0.2,
             suggest_ratio: 0.3,
             max_suggestions: 3,
