@@ -110,3 +110,4 @@ impl FlowSet {
             .unwrap_or_else(|| target.to_string())
     }
 }
+
