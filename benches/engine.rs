@@ -117,7 +117,10 @@ fn classifier_figures(settings: &Settings) {
     let t0 = Instant::now();
     let flows = recoverbot::flow::load_dir(std::path::Path::new("flows")).expect("flows");
     let load = t0.elapsed();
-    let model = flows.classifier.as_deref().expect("the flows have examples");
+    let model = flows
+        .classifier
+        .as_deref()
+        .expect("the flows have examples");
     let phrasings: Vec<String> = std::fs::read_to_string("tests/data/intents_eval.tsv")
         .expect("the evaluation set")
         .lines()

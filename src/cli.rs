@@ -128,11 +128,17 @@ fn parse_share(s: &str) -> Result<f64, String> {
         .trim_end_matches('%')
         .parse()
         .map_err(|_| format!("{s:?} is not a number"))?;
-    let share = if s.ends_with('%') || n > 1.0 { n / 100.0 } else { n };
+    let share = if s.ends_with('%') || n > 1.0 {
+        n / 100.0
+    } else {
+        n
+    };
     if (0.0..=1.0).contains(&share) {
         Ok(share)
     } else {
-        Err(format!("{s:?} is not a share between 0 and 1 (or 0% and 100%)"))
+        Err(format!(
+            "{s:?} is not a share between 0 and 1 (or 0% and 100%)"
+        ))
     }
 }
 

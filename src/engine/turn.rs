@@ -378,8 +378,7 @@ impl<'a> Turn<'a> {
         if let Some(capture) = &step.capture
             && text::validate(capture, raw, redacted).is_some()
         {
-            self.on_capture(conv, step, capture, raw, redacted)
-                .await;
+            self.on_capture(conv, step, capture, raw, redacted).await;
             return;
         }
         let typed = text::match_button(&self.buttons_of(conv, step), &normalized).cloned();
@@ -388,8 +387,7 @@ impl<'a> Turn<'a> {
             return;
         }
         if let Some(capture) = &step.capture {
-            self.on_capture(conv, step, capture, raw, redacted)
-                .await;
+            self.on_capture(conv, step, capture, raw, redacted).await;
             return;
         }
         if self.route_text(conv, raw, true).await {
@@ -471,7 +469,12 @@ impl<'a> Turn<'a> {
 
     /// An answer that came with the routed message (an address): kept as
     /// if typed at the step's question, which is then not asked.
-    fn accept_capture(&mut self, conv: &mut Conversation, step: &Step, value: &str) -> Option<Target> {
+    fn accept_capture(
+        &mut self,
+        conv: &mut Conversation,
+        step: &Step,
+        value: &str,
+    ) -> Option<Target> {
         let capture = step.capture.as_ref()?;
         let value = text::validate(capture, value, value)?;
         Some(self.keep_answer(conv, step, capture, value))

@@ -237,11 +237,8 @@ impl Checker<'_> {
         let mut seen: HashMap<String, String> = HashMap::new();
         for (path, file) in self.files {
             let flow = file.flow.id.as_str();
-            let entries = std::iter::once((None, &file.flow.examples)).chain(
-                file.steps
-                    .iter()
-                    .map(|s| (Some(s), &s.examples)),
-            );
+            let entries = std::iter::once((None, &file.flow.examples))
+                .chain(file.steps.iter().map(|s| (Some(s), &s.examples)));
             for step in &file.steps {
                 for (slot, target) in &step.slots {
                     if slot != "email" {

@@ -211,7 +211,12 @@ impl Classifier {
     /// Bytes held by the model's tables (an estimate of its memory).
     pub fn memory_bytes(&self) -> usize {
         let floats = self.idf.len() + self.weights.len() + self.bias.len();
-        let examples: usize = self.by_class.iter().flatten().map(|x| x.len() * 8 + 24).sum();
+        let examples: usize = self
+            .by_class
+            .iter()
+            .flatten()
+            .map(|x| x.len() * 8 + 24)
+            .sum();
         floats * 4 + examples + self.vocab.capacity() * (8 + 4 + 8)
     }
 
@@ -240,9 +245,9 @@ impl Classifier {
         let classes = self.labels.len();
         let mut scores = self.bias.clone();
         for &(f, v) in &x {
-            let row = f as usize * classes;
-            for c in 0..classes {
-                scores[c] += self.weights[row + c] * v;
+            let row = &self.weights[f as usize * classes..][..classes];
+            for (score, w) in scores.iter_mut().zip(row) {
+                *score += w * v;
             }
         }
         softmax(&mut scores);
@@ -477,7 +482,6 @@ fn dot(a: &Sparse, b: &Sparse) -> f32 {
     sum
 }
 
-
 /// A class whose gradient for an example is smaller than this is not updated.
 const SKIP_GRADIENT: f32 = 1e-4;
 
@@ -564,7 +568,10 @@ mod tests {
 
     #[test]
     fn the_feature_text_drops_apostrophes_and_punctuation_and_keeps_unicode_letters() {
-        assert_eq!(features_text("Can't LOG-in!! Ünïcode 😀"), " cant log in ünïcode ");
+        assert_eq!(
+            features_text("Can't LOG-in!! Ünïcode 😀"),
+            " cant log in ünïcode "
+        );
         assert_eq!(features_text("   "), " ");
         assert_eq!(features_text("mail: bob@example.com ok"), " mail ok ");
     }

@@ -160,12 +160,23 @@ fn judge(expected: Option<&Target>, route: &Route) -> (Outcome, String) {
                 Some(e) => e == target,
                 None => is_menu(target),
             };
-            (if right { Outcome::Right } else { Outcome::Wrong }, got)
+            (
+                if right {
+                    Outcome::Right
+                } else {
+                    Outcome::Wrong
+                },
+                got,
+            )
         }
         Route::Ask(candidates) => {
             let got = format!(
                 "did you mean: {}",
-                candidates.iter().map(Target::to_string).collect::<Vec<_>>().join(" | ")
+                candidates
+                    .iter()
+                    .map(Target::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             );
             let outcome = match expected {
                 Some(e) if candidates.first() == Some(e) => Outcome::AskedRightFirst,
@@ -194,7 +205,11 @@ impl fmt::Display for Report {
             "accuracy (right entry, directly or first in \"did you mean\"): {}",
             pct(self.accuracy())
         )?;
-        writeln!(f, "  routed directly to the right entry: {}", pct(self.direct()))?;
+        writeln!(
+            f,
+            "  routed directly to the right entry: {}",
+            pct(self.direct())
+        )?;
         writeln!(
             f,
             "  \"did you mean\" with the right answer among the buttons: {}",
@@ -278,4 +293,3 @@ fn warning(set: &FlowSet, target: &Target, message: String) -> Diagnostic {
         hint: None,
     }
 }
-

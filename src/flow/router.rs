@@ -110,4 +110,3 @@ impl FlowSet {
             .unwrap_or_else(|| target.to_string())
     }
 }
-

@@ -273,7 +273,8 @@ async fn browser_troubleshooting_gives_exact_menu_paths() {
 async fn security_review_shows_recent_logins_after_verification() {
     let bot = TestBot::start().await;
     let u = "sec";
-    let r = bot.say(u, "I got a suspicious login alert").await;
+    bot.say(u, "menu").await;
+    let r = bot.press(u, "Suspicious login or phishing").await;
     assert_eq!(r.flow, "security", "{}", text(&r));
     bot.press(u, "Check my recent logins with you").await;
     bot.say(u, "alice@example.com").await;

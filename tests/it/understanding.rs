@@ -87,12 +87,18 @@ fn the_phrasings_from_the_bug_report_land_on_their_entry_points() {
             "browser:one_device",
             "log in works on my phone but not on my laptop",
         ),
-        ("browser:logged_out", "i get logged out immediately after signing in"),
+        (
+            "browser:logged_out",
+            "i get logged out immediately after signing in",
+        ),
         (
             "security:phishing",
             "is this message from support legit? they want my login",
         ),
-        ("browser:form_wont_load", "the login form wont load in chrome"),
+        (
+            "browser:form_wont_load",
+            "the login form wont load in chrome",
+        ),
         ("password_reset", "forgott my pasword"),
         ("password_reset", "i frogot my password"),
     ] {
@@ -153,7 +159,10 @@ fn one_typo_in_each_phrasing_of_the_sample_still_routes_right_nine_times_in_ten(
 #[test]
 fn messages_about_something_else_are_not_routed_to_a_topic_by_a_guess() {
     let mut guessed = Vec::new();
-    for line in data("intents_out_of_scope.txt").lines().filter(|l| !l.trim().is_empty()) {
+    for line in data("intents_out_of_scope.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         // The menu and "goodbye" are right answers; a topic is a guess.
         if let Route::Direct {
             target,
@@ -177,7 +186,10 @@ fn classifying_is_deterministic_and_the_model_is_small() {
             again.route(&l.text, &settings())
         );
     }
-    let model = FLOWS.classifier.as_deref().expect("the default flows have examples");
+    let model = FLOWS
+        .classifier
+        .as_deref()
+        .expect("the default flows have examples");
     assert!(model.memory_bytes() < 20 * 1024 * 1024, "{model:?}");
 }
 
@@ -266,7 +278,9 @@ async fn an_address_in_the_first_message_is_used_and_answered_as_if_typed_at_the
 #[tokio::test]
 async fn a_confident_first_message_goes_straight_to_the_deep_entry_point() {
     let bot = TestBot::start().await;
-    let r = bot.say("deep", "the password reset email never arrived").await;
+    let r = bot
+        .say("deep", "the password reset email never arrived")
+        .await;
     assert_eq!(at(&r), ("password_reset", "check_inbox"), "{}", text(&r));
     let r = bot.say("deep2", "where do I type my backup code").await;
     assert_eq!(at(&r), ("two_factor", "backup_codes"), "{}", text(&r));
@@ -312,14 +326,20 @@ fn flows_eval_prints_the_figures_and_fails_below_the_minimum_accuracy() {
     ]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("below --min-accuracy"), "{err}");
-    assert!(out.contains("misses:") && out.contains("expected "), "{out}");
+    assert!(
+        out.contains("misses:") && out.contains("expected "),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.tsv");
     std::fs::write(&bad, "no_such_flow:step\thello\n").unwrap();
     let (code, _, err) = recoverbot(&["flows", "eval", bad.to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("line 1") && err.contains("no_such_flow:step"), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("no_such_flow:step"),
+        "{err}"
+    );
 }
 
 const MAIN: &str = r#"
@@ -356,7 +376,10 @@ fn flows_check_warns_about_thin_examples_and_names_entry_points_too_alike_to_tel
     }
     let (code, out, err) = recoverbot(&["flows", "check", dir.path().to_str().unwrap()]);
     assert_eq!(code, Some(0), "warnings do not fail the check: {out}{err}");
-    assert!(err.contains("entry point down:start has 5 example(s)"), "{err}");
+    assert!(
+        err.contains("entry point down:start has 5 example(s)"),
+        "{err}"
+    );
     assert!(
         err.contains("down:start and reset:start are too alike")
             || err.contains("reset:start and down:start are too alike"),

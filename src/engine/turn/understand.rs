@@ -60,7 +60,9 @@ impl Turn<'_> {
     /// (the user changed the subject), or `None`.
     pub(super) fn changed_subject(&self, conv: &Conversation, raw: &str) -> Option<Target> {
         match self.env.flows.route(raw, &self.env.config.understanding) {
-            Route::Direct { target, .. } if target.flow != conv.flow && target.flow != MAIN_FLOW => {
+            Route::Direct { target, .. }
+                if target.flow != conv.flow && target.flow != MAIN_FLOW =>
+            {
                 Some(target)
             }
             _ => None,
@@ -128,7 +130,10 @@ mod tests {
             find_email("I forgot my password, my email is bob@example.com.").as_deref(),
             Some("bob@example.com")
         );
-        assert_eq!(find_email("mail: <a.b@example.org>").as_deref(), Some("a.b@example.org"));
+        assert_eq!(
+            find_email("mail: <a.b@example.org>").as_deref(),
+            Some("a.b@example.org")
+        );
         assert_eq!(find_email("my password is hunter2"), None);
         assert_eq!(find_email("@twitter handle"), None);
     }
