@@ -18,7 +18,9 @@
 //!
 //! * [`domain`]: small parsed types (e-mail, ids, codes, chat and message
 //!   references); no I/O.
-//! * [`flow`]: the flow language: model, loading, checking, graphs.
+//! * [`flow`]: the flow language: model, loading, checking, graphs; the
+//!   intent classifier trained from the flows' examples, and the router that
+//!   decides where free text goes.
 //! * [`engine`]: platform-neutral conversation engine; defines the ports
 //!   (traits) that storage and the account API implement.
 //! * [`delivery`]: the outbox drained to the platforms.

@@ -119,12 +119,16 @@ pub struct Scored<'a> {
     /// Softmax probability.
     pub probability: f32,
     /// Cosine to the entry point's nearest example; computed for the
-    /// [`SIMILARITY_FOR`] most likely entry points only (0 for the rest).
+    /// [`SIMILARITY_FOR`] most likely entry points with a probability of at
+    /// least [`SIMILARITY_MIN_PROBABILITY`] only (0 for the rest).
     pub similarity: f32,
 }
 
-/// How many of the most likely entry points get a similarity.
+/// How many of the most likely entry points get a similarity ...
 pub const SIMILARITY_FOR: usize = 3;
+/// ... if at least this likely (the most likely one always does): a less
+/// likely one is never offered, so its similarity is not worth computing.
+pub const SIMILARITY_MIN_PROBABILITY: f32 = 0.05;
 
 /// A sparse vector: (feature index, value), sorted by index.
 pub(crate) type Sparse = Vec<(u32, f32)>;
@@ -258,7 +262,9 @@ impl Classifier {
             .map(|(rank, (c, probability))| Scored {
                 target: &self.labels[c],
                 probability,
-                similarity: if rank < SIMILARITY_FOR {
+                similarity: if rank == 0
+                    || (rank < SIMILARITY_FOR && probability >= SIMILARITY_MIN_PROBABILITY)
+                {
                     self.by_class[c]
                         .iter()
                         .map(|e| dot(&x, e))

@@ -150,6 +150,7 @@ fn one_typo_in_each_phrasing_of_the_sample_still_routes_right_nine_times_in_ten(
             }
         }
     }
+    eprintln!("one typo: {right} of {total} routed right");
     assert!(
         right * 10 >= total * 9,
         "{right} of {total} right; misses: {misses:#?}"
