@@ -109,7 +109,8 @@ impl Console {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let mut out = tokio::io::stdout();
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
+        let mut number = 0usize;
         if self.mode == ConsoleMode::Interactive {
             out.write_all(
                 b"recoverbot console. Describe your problem (e.g. \"I forgot my password\"), or type \"menu\". Ctrl-D quits.\n",
@@ -120,17 +121,36 @@ impl Console {
         tokio::pin!(shutdown);
         loop {
             let line = tokio::select! {
-                line = lines.next_line() => line?,
+                line = lines.next_segment() => line?,
                 () = &mut shutdown => None,
             };
-            let Some(line) = line else { break };
+            let Some(bytes) = line else { break };
+            number += 1;
+            // A bad line is reported with its number; the next one is read.
+            let line = match String::from_utf8(bytes) {
+                Ok(line) => line,
+                Err(_) => {
+                    let problem = format!("line {number}: not valid UTF-8");
+                    self.write_error(&mut out, &problem).await?;
+                    if self.mode == ConsoleMode::Interactive {
+                        self.prompt(&mut out).await?;
+                    }
+                    continue;
+                }
+            };
+            let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.trim().is_empty() {
+                // One answer per line, so a script stays in step.
+                self.write_error(&mut out, BLANK_LINE).await?;
                 if self.mode == ConsoleMode::Interactive {
                     self.prompt(&mut out).await?;
                 }
                 continue;
             }
-            match self.input_from(&line) {
+            match self
+                .input_from(line)
+                .map_err(|problem| format!("line {number}: {problem}"))
+            {
                 Ok(input) => self.turn(&mut out, input).await?,
                 Err(problem) => {
                     self.write_error(&mut out, &problem).await?;
@@ -154,7 +174,7 @@ impl Console {
     fn input_from(&self, line: &str) -> Result<Input, String> {
         let (text, press) = if self.mode == ConsoleMode::Jsonl {
             let parsed: JsonInput = serde_json::from_str(line).map_err(|e| {
-                format!("bad input line (expected {{\"text\": ...}} or {{\"press\": ...}}): {e}")
+                format!("not JSON: bad input line (expected {{\"text\": ...}} or {{\"press\": ...}}): {e}")
             })?;
             match (parsed.text, parsed.press) {
                 (Some(t), None) => (Some(t), None),
@@ -342,6 +362,10 @@ impl Console {
         out.flush().await
     }
 }
+
+/// The answer to an empty line.
+const BLANK_LINE: &str =
+    "that line was empty: describe your problem in a few words, or type \"menu\"";
 
 /// What delivery showed for one turn.
 struct Delivered(Vec<Shown>);

@@ -178,6 +178,9 @@ pub struct EngineSettings {
     pub dedupe_retention_hours: u64,
     /// Transcript entries older than this are deleted.
     pub transcript_retention_days: u64,
+    /// A longer message is answered "too long" and only this much of it is
+    /// stored (redacted).
+    pub max_message_chars: usize,
 }
 
 impl Default for EngineSettings {
@@ -187,6 +190,7 @@ impl Default for EngineSettings {
             idle_timeout_secs: 30 * 60,
             dedupe_retention_hours: 72,
             transcript_retention_days: 90,
+            max_message_chars: 4000,
         }
     }
 }

@@ -35,7 +35,7 @@ use state::Conversation;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
-pub use turn::EXPIRED_BUTTON;
+pub use turn::{EXPIRED_BUTTON, TOO_LONG};
 use turn::{Turn, TurnEnv};
 
 /// Where the engine reads the time (a test can move it).
@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub platform_vars: BTreeMap<String, String>,
     /// How sure the classifier must be to route free text.
     pub understanding: crate::config::UnderstandingSettings,
+    /// Longer messages are answered "too long" and cut before storing.
+    pub max_message_chars: usize,
 }
 
 impl EngineConfig {
@@ -73,6 +75,7 @@ impl EngineConfig {
             answer_deadline: Duration::from_millis(settings.account_api.answer_deadline_ms),
             limits: settings.rate_limits.clone(),
             understanding: settings.understanding.clone(),
+            max_message_chars: settings.engine.max_message_chars.max(1),
             platform_vars: BTreeMap::from([
                 ("platform_name".into(), p.name.clone()),
                 ("login_url".into(), p.login_url.clone()),

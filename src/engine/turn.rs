@@ -82,6 +82,9 @@ const SECRET_REMINDER: &str = "⚠️ That looked like a password or code again;
 const WELCOME_BACK: &str = "Welcome back! Let's start afresh.";
 const FLOWS_CHANGED: &str = "Sorry: this help topic was just updated, so let's start it again.";
 const LOST: &str = "Sorry, I got lost there. Let's start from the menu.";
+/// The answer to a message over `engine.max_message_chars`.
+pub const TOO_LONG: &str =
+    "That message is too long for me; please describe the problem in a few sentences.";
 const DIDNT_GET_IT: &str = "Sorry, I didn't catch that. Please pick one of the options below, or type \"menu\" or \"human\".";
 
 impl<'a> Turn<'a> {
@@ -103,6 +106,26 @@ impl<'a> Turn<'a> {
     pub async fn run(mut self, conv: &mut Conversation, is_new: bool, input: Input) -> TurnOutput {
         conv.state.turns += 1;
         let flows = self.env.flows;
+
+        // Too long to read: answered, cut to the cap before anything keeps
+        // it, and nothing else happens.
+        if let Input::Text(raw) = &input
+            && let Some((cut, _)) = raw.char_indices().nth(self.env.config.max_message_chars)
+        {
+            self.out.transcript_in = Some(format!("{} [cut]", redact(&raw[..cut]).text));
+            self.out.texts.push(TOO_LONG.into());
+            if !is_new
+                && let Some(step) = flows.step(&Target {
+                    flow: conv.flow.clone(),
+                    step: conv.step.clone(),
+                })
+            {
+                self.show_buttons(conv, step);
+            } else {
+                self.run_from(conv, flows.main()).await;
+            }
+            return self.finish();
+        }
 
         // Secrets first: whatever happens next, they are not kept.
         let mut text_input = None;

@@ -8,6 +8,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn chat(dir: &std::path::Path, args: &[&str], input: &str) -> (String, String, Option<i32>) {
+    chat_bytes(dir, args, input.as_bytes())
+}
+
+fn chat_bytes(dir: &std::path::Path, args: &[&str], input: &[u8]) -> (String, String, Option<i32>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
         .current_dir(dir)
         .env_clear()
@@ -20,12 +24,7 @@ fn chat(dir: &std::path::Path, args: &[&str], input: &str) -> (String, String, O
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -282,4 +281,37 @@ async fn account_sim_serves_the_contract_and_refuses_requests_without_the_token(
         .unwrap();
     assert_eq!(summary["status"]["indicator"], "none");
     child.kill().await.unwrap();
+}
+
+#[test]
+fn a_bad_byte_or_a_blank_line_gets_an_answer_with_its_line_number_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = Vec::new();
+    input.extend_from_slice(b"{\"text\": \"I forgot my password\"}\n");
+    input.extend_from_slice(b"{\"text\": \"caf\xe9\"}\n");
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"not json at all\n");
+    input.extend_from_slice(b"{\"text\": \"menu\"}\n");
+    let (out, err, code) = chat_bytes(dir.path(), &["--jsonl"], &input);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l.get("simulator_mail").is_none())
+        .collect();
+    assert_eq!(lines.len(), 5, "one answer per line: {out}");
+    assert_eq!(lines[0]["flow"], "password_reset");
+    assert_eq!(lines[1]["error"], "line 2: not valid UTF-8");
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("empty"),
+        "{out}"
+    );
+    assert!(
+        lines[3]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 4: not JSON"),
+        "{out}"
+    );
+    assert_eq!(lines[4]["step"], "menu");
 }

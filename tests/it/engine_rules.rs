@@ -431,3 +431,34 @@ async fn aliases_of_one_mailbox_share_the_reset_limit() {
         assert_eq!(r.step, expected, "{address}");
     }
 }
+
+#[tokio::test]
+async fn a_message_over_the_cap_is_answered_too_long_and_stored_only_up_to_the_cap() {
+    let bot = crate::support::bot::TestBot::start_with(|s| s.engine.max_message_chars = 100).await;
+    let long = format!(
+        "I forgot my password {}",
+        "and then some more words ".repeat(400)
+    );
+    let r = bot.say("long", &long).await;
+    assert!(
+        text(&r).contains(recoverbot::engine::TOO_LONG),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(at(&r), ("main", "menu"), "nothing is routed from it");
+    let stored = bot
+        .app
+        .store
+        .transcript(&crate::support::bot::TestBot::key("long"), 10)
+        .await
+        .unwrap();
+    let incoming = &stored[0].text;
+    assert!(
+        incoming.chars().count() <= 100 + " [cut]".len(),
+        "{incoming}"
+    );
+    assert!(incoming.ends_with("[cut]"), "{incoming}");
+    // Under the cap, the same words are understood.
+    let r = bot.say("short", "I forgot my password").await;
+    assert_eq!(at(&r), ("password_reset", "start"));
+}
