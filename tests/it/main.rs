@@ -13,6 +13,7 @@ mod engine_rules;
 mod flows_check;
 mod flows_walk;
 mod outbox_contract;
+mod redaction;
 mod store_backends;
 mod telegram;
 mod understanding;
