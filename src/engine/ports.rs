@@ -139,11 +139,13 @@ impl TurnCommit {
     }
 }
 
-/// One hit on a fixed-window rate limit, counted in the turn's commit.
+/// One hit on a sliding-window rate limit (`limit` per `window_secs`),
+/// counted in the turn's commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHit {
     pub bucket: String,
     pub window_secs: u64,
+    pub limit: u32,
     pub now: Millis,
 }
 
@@ -422,8 +424,8 @@ pub enum RateDecision {
 
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// Counts a hit on `bucket` in the fixed window containing `now`, and
-    /// says whether it stayed within `limit`.
+    /// Counts a hit on `bucket` (at most `limit` per sliding window of
+    /// `window_secs`), and says whether it stayed within the limit.
     async fn hit(
         &self,
         bucket: &str,

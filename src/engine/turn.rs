@@ -810,6 +810,7 @@ impl<'a> Turn<'a> {
                 Ok(RateDecision::Allowed { .. }) => hits.push(RateHit {
                     bucket,
                     window_secs: window,
+                    limit,
                     now: self.env.now,
                 }),
                 Ok(RateDecision::Limited { retry_after_secs }) => {

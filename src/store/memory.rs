@@ -2,7 +2,7 @@
 //! the SQL store (dedupe, optimistic concurrency, fixed rate windows). For
 //! tests and the engine-alone benchmark; it keeps nothing across restarts.
 
-use super::{decide, window};
+use super::{decide, interval};
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use crate::engine::Outbound;
 use crate::engine::ports::{
@@ -20,7 +20,8 @@ struct Tables {
     conversations: HashMap<ConversationKey, StoredConversation>,
     processed: HashMap<(ChannelKind, String), (Millis, ProcessedEvent)>,
     transcripts: HashMap<ConversationKey, Vec<TranscriptEntry>>,
-    counters: HashMap<(String, Millis), (Millis, i64)>,
+    /// Bucket → theoretical arrival time (GCRA).
+    counters: HashMap<String, Millis>,
     idempotency: HashMap<String, (IdempotencyRecord, Millis)>,
     audit: Vec<AuditEntry>,
     escalations: Vec<EscalationRecord>,
@@ -118,11 +119,9 @@ impl ConversationStore for MemoryStore {
         t.escalations.extend(turn.escalations);
         t.feedback.extend(turn.feedback);
         for hit in &turn.rate_hits {
-            let (start, end) = window(hit.window_secs, hit.now);
-            t.counters
-                .entry((hit.bucket.clone(), start))
-                .or_insert((end, 0))
-                .1 += 1;
+            let step = interval(hit.window_secs, hit.limit);
+            let tat = t.counters.entry(hit.bucket.clone()).or_insert(hit.now);
+            *tat = (*tat).max(hit.now) + step;
         }
         if let Some((chat, message)) = &turn.seen_message {
             t.bind_seen(chat, message, turn.at);
@@ -196,7 +195,7 @@ impl ConversationStore for MemoryStore {
         t.idempotency.retain(|_, (_, at)| *at >= before.idempotency);
         report.idempotency_records = (n - t.idempotency.len()) as u64;
         let n = t.counters.len();
-        t.counters.retain(|_, (end, _)| *end >= before.rate_limits);
+        t.counters.retain(|_, tat| *tat >= before.rate_limits);
         report.rate_limit_counters = (n - t.counters.len()) as u64;
         let n = t.outbox.len();
         t.outbox.retain(|_, e| {
@@ -217,14 +216,13 @@ impl RateLimitStore for MemoryStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = window(window_secs, now);
         let mut t = self.tables();
-        let entry = t
-            .counters
-            .entry((bucket.to_string(), start))
-            .or_insert((end, 0));
-        entry.1 += 1;
-        Ok(decide(entry.1, limit, end, now))
+        let decision = decide(t.counters.get(bucket).copied(), window_secs, limit, now);
+        if matches!(decision, RateDecision::Allowed { .. }) {
+            let tat = t.counters.entry(bucket.to_string()).or_insert(now);
+            *tat = (*tat).max(now) + interval(window_secs, limit);
+        }
+        Ok(decision)
     }
 
     async fn check(
@@ -234,13 +232,13 @@ impl RateLimitStore for MemoryStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = window(window_secs, now);
         let t = self.tables();
-        let hits = t
-            .counters
-            .get(&(bucket.to_string(), start))
-            .map_or(0, |(_, h)| *h);
-        Ok(decide(hits + 1, limit, end, now))
+        Ok(decide(
+            t.counters.get(bucket).copied(),
+            window_secs,
+            limit,
+            now,
+        ))
     }
 }
 

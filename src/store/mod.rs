@@ -102,23 +102,47 @@ pub async fn open(settings: &DatabaseSettings) -> Result<std::sync::Arc<dyn Data
     }
 }
 
-/// The fixed window `[start, end)` containing `now`.
-pub(crate) fn window(window_secs: u64, now: Millis) -> (Millis, Millis) {
-    let window_ms = i64::try_from(window_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
-    let start = now - now.rem_euclid(window_ms);
-    (start, start.saturating_add(window_ms))
+// ---- Rate limits: GCRA, a sliding window in one number per bucket --------
+//
+// `limit` hits per `window` are spaced by an emission interval T = window /
+// limit. Each bucket stores its theoretical arrival time (TAT): when the
+// bucket would be empty again. A hit at `now` moves it to max(TAT, now) + T,
+// and is allowed while that stays within one window of `now`. So a burst of
+// `limit` is allowed, then one hit per T: there is no clock-aligned window
+// to straddle for a double burst.
+
+pub(crate) fn window_ms(window_secs: u64) -> Millis {
+    i64::try_from(window_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-/// Whether `hits` in the window stayed within `limit`.
-pub(crate) fn decide(hits: i64, limit: u32, window_end: Millis, now: Millis) -> RateDecision {
-    if hits <= i64::from(limit) {
+/// The emission interval T of a limit, in milliseconds.
+pub(crate) fn interval(window_secs: u64, limit: u32) -> Millis {
+    (window_ms(window_secs) / i64::from(limit.max(1))).max(1)
+}
+
+/// Whether one more hit at `now` fits, given the stored TAT (if any).
+pub(crate) fn decide(
+    tat: Option<Millis>,
+    window_secs: u64,
+    limit: u32,
+    now: Millis,
+) -> RateDecision {
+    let t = interval(window_secs, limit);
+    let next = tat.unwrap_or(now).max(now).saturating_add(t);
+    decide_at(next, window_secs, limit, now)
+}
+
+/// The decision for a hit that moved the TAT to `next`.
+pub(crate) fn decide_at(next: Millis, window_secs: u64, limit: u32, now: Millis) -> RateDecision {
+    let (w, t) = (window_ms(window_secs), interval(window_secs, limit));
+    let ahead = next - now;
+    if ahead <= w {
         RateDecision::Allowed {
-            remaining: u32::try_from(i64::from(limit) - hits).unwrap_or(0),
+            remaining: u32::try_from((w - ahead) / t).unwrap_or(0),
         }
     } else {
-        let ms = (window_end - now).max(0);
         RateDecision::Limited {
-            retry_after_secs: u64::try_from((ms + 999) / 1000).unwrap_or(1).max(1),
+            retry_after_secs: u64::try_from((ahead - w + 999) / 1000).unwrap_or(1).max(1),
         }
     }
 }

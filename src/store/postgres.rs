@@ -142,11 +142,12 @@ impl ConversationStore for PostgresStore {
         };
         write_records(&mut tx, &turn).await?;
         for hit in &turn.rate_hits {
-            let (start, end) = super::window(hit.window_secs, hit.now);
+            let t = super::interval(hit.window_secs, hit.limit);
             sqlx::query(q::RATE_LIMIT_HIT)
                 .bind(&hit.bucket)
-                .bind(start)
-                .bind(end)
+                .bind(hit.now + t)
+                .bind(hit.now)
+                .bind(t)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
@@ -601,15 +602,23 @@ impl RateLimitStore for PostgresStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = super::window(window_secs, now);
-        let hits: i64 = sqlx::query_scalar(q::RATE_LIMIT_HIT)
+        let (t, w) = (
+            super::interval(window_secs, limit),
+            super::window_ms(window_secs),
+        );
+        let next: Option<i64> = sqlx::query_scalar(q::RATE_LIMIT_HIT_WITHIN)
             .bind(bucket)
-            .bind(start)
-            .bind(end)
-            .fetch_one(&self.pool)
+            .bind(now + t)
+            .bind(now)
+            .bind(t)
+            .bind(w)
+            .fetch_optional(&self.pool)
             .await
             .map_err(backend_err)?;
-        Ok(super::decide(hits, limit, end, now))
+        if let Some(next) = next {
+            return Ok(super::decide_at(next, window_secs, limit, now));
+        }
+        self.check(bucket, window_secs, limit, now).await
     }
 
     async fn check(
@@ -619,14 +628,12 @@ impl RateLimitStore for PostgresStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = super::window(window_secs, now);
-        let hits: Option<i64> = sqlx::query_scalar(q::RATE_LIMIT_COUNT)
+        let tat: Option<i64> = sqlx::query_scalar(q::RATE_LIMIT_TAT)
             .bind(bucket)
-            .bind(start)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend_err)?;
-        Ok(super::decide(hits.unwrap_or(0) + 1, limit, end, now))
+        Ok(super::decide(tat, window_secs, limit, now))
     }
 }
 

@@ -45,15 +45,23 @@ pub const PURGE_TRANSCRIPT: &str = "DELETE FROM transcript_entries WHERE at < $1
 pub const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_records WHERE created_at < $1";
 pub const PURGE_OUTBOX: &str =
     "DELETE FROM outbox WHERE state IN ('delivered', 'failed') AND updated_at < $1";
-pub const PURGE_RATE_LIMITS: &str = "DELETE FROM rate_limit_counters WHERE window_end < $1";
+pub const PURGE_RATE_LIMITS: &str = "DELETE FROM rate_limits WHERE tat < $1";
 
-pub const RATE_LIMIT_HIT: &str = "INSERT INTO rate_limit_counters (bucket, window_start, window_end, hits) \
-     VALUES ($1, $2, $3, 1) \
-     ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 \
-     RETURNING hits";
+/// One GCRA hit: $1 bucket, $2 now + T (a new bucket), $3 now, $4 T.
+pub const RATE_LIMIT_HIT: &str = "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
+     ON CONFLICT (bucket) DO UPDATE SET \
+     tat = CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END + $4 \
+     RETURNING tat";
 
-pub const RATE_LIMIT_COUNT: &str =
-    "SELECT hits FROM rate_limit_counters WHERE bucket = $1 AND window_start = $2";
+/// A GCRA hit that counts only if allowed: $1 bucket, $2 now + T, $3 now,
+/// $4 T, $5 the window (ms). No row comes back when it is refused.
+pub const RATE_LIMIT_HIT_WITHIN: &str = "INSERT INTO rate_limits (bucket, tat) VALUES ($1, $2) \
+     ON CONFLICT (bucket) DO UPDATE SET \
+     tat = CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END + $4 \
+     WHERE CASE WHEN rate_limits.tat > $3 THEN rate_limits.tat ELSE $3 END + $4 - $3 <= $5 \
+     RETURNING tat";
+
+pub const RATE_LIMIT_TAT: &str = "SELECT tat FROM rate_limits WHERE bucket = $1";
 
 pub const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (scope, idempotency_key, created_at) \
      VALUES ($1, $2, $3) ON CONFLICT (scope) DO NOTHING";

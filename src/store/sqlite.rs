@@ -380,9 +380,13 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
     };
     write_records(conn, turn)?;
     for hit in &turn.rate_hits {
-        let (start, end) = super::window(hit.window_secs, hit.now);
+        let t = super::interval(hit.window_secs, hit.limit);
         conn.prepare_cached(q::RATE_LIMIT_HIT)
-            .and_then(|mut s| s.query_row(params![hit.bucket, start, end], |r| r.get::<_, i64>(0)))
+            .and_then(|mut s| {
+                s.query_row(params![hit.bucket, hit.now + t, hit.now, t], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
             .map_err(db_err)?;
     }
     if let Some((chat, message)) = &turn.seen_message {
@@ -683,16 +687,34 @@ impl RateLimitStore for SqliteStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = super::window(window_secs, now);
+        let (t, w) = (
+            super::interval(window_secs, limit),
+            super::window_ms(window_secs),
+        );
         let bucket = bucket.to_string();
-        let hits: i64 = self
+        let (next, tat): (Option<i64>, Option<i64>) = self
             .run(move |conn| {
-                conn.prepare_cached(q::RATE_LIMIT_HIT)
-                    .and_then(|mut s| s.query_row(params![bucket, start, end], |r| r.get(0)))
-                    .map_err(db_err)
+                let next = conn
+                    .prepare_cached(q::RATE_LIMIT_HIT_WITHIN)
+                    .and_then(|mut s| {
+                        s.query_row(params![bucket, now + t, now, t, w], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(db_err)?;
+                let tat = match next {
+                    Some(_) => None,
+                    None => conn
+                        .prepare_cached(q::RATE_LIMIT_TAT)
+                        .and_then(|mut s| s.query_row(params![bucket], |r| r.get(0)).optional())
+                        .map_err(db_err)?,
+                };
+                Ok((next, tat))
             })
             .await?;
-        Ok(super::decide(hits, limit, end, now))
+        Ok(match next {
+            Some(next) => super::decide_at(next, window_secs, limit, now),
+            None => super::decide(tat, window_secs, limit, now),
+        })
     }
 
     async fn check(
@@ -702,16 +724,15 @@ impl RateLimitStore for SqliteStore {
         limit: u32,
         now: Millis,
     ) -> Result<RateDecision, StoreError> {
-        let (start, end) = super::window(window_secs, now);
         let bucket = bucket.to_string();
-        let hits: Option<i64> = self
+        let tat: Option<i64> = self
             .read(move |conn| {
-                conn.prepare_cached(q::RATE_LIMIT_COUNT)
-                    .and_then(|mut s| s.query_row(params![bucket, start], |r| r.get(0)).optional())
+                conn.prepare_cached(q::RATE_LIMIT_TAT)
+                    .and_then(|mut s| s.query_row(params![bucket], |r| r.get(0)).optional())
                     .map_err(db_err)
             })
             .await?;
-        Ok(super::decide(hits.unwrap_or(0) + 1, limit, end, now))
+        Ok(super::decide(tat, window_secs, limit, now))
     }
 }
 

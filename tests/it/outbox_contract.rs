@@ -292,6 +292,7 @@ async fn rate_limit_hits_count_in_the_commit_and_only_there() {
             t.rate_hits = vec![RateHit {
                 bucket: bucket.into(),
                 window_secs: 3600,
+                limit: 2,
                 now: 1_000,
             }];
             store.commit_turn(t).await.unwrap();
@@ -301,6 +302,7 @@ async fn rate_limit_hits_count_in_the_commit_and_only_there() {
         dup.rate_hits = vec![RateHit {
             bucket: bucket.into(),
             window_secs: 3600,
+            limit: 2,
             now: 1_000,
         }];
         assert!(store.commit_turn(dup).await.is_err());
@@ -308,8 +310,12 @@ async fn rate_limit_hits_count_in_the_commit_and_only_there() {
             check().await.unwrap(),
             RateDecision::Limited { .. }
         ));
+        // The window slides: half an hour later, one of the two is free.
         assert!(matches!(
-            store.check(bucket, 3600, 3, 1_000).await.unwrap(),
+            store
+                .check(bucket, 3600, 2, 1_000 + 1_800_000)
+                .await
+                .unwrap(),
             RateDecision::Allowed { remaining: 0 }
         ));
     })

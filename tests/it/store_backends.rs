@@ -234,7 +234,9 @@ async fn rate_limits_count_per_bucket_and_window() {
             match store.hit("reset:email:x", 3600, 2, now + 2).await.unwrap() {
                 RateDecision::Limited { retry_after_secs } => {
                     assert!(
-                        (3598..=3600).contains(&retry_after_secs),
+                        // The window slides: one hit frees up after
+                        // window / limit, not at the hour.
+                        (1798..=1800).contains(&retry_after_secs),
                         "{retry_after_secs}"
                     )
                 }
@@ -378,6 +380,42 @@ async fn migrating_twice_applies_nothing_the_second_time() {
         let report = store.migrate().await.unwrap();
         assert!(report.applied.is_empty(), "{report:?}");
         assert!(report.known >= 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_limit_slides_across_the_hour_instead_of_starting_afresh_at_it() {
+    on_each_backend("a_limit_slides_across_the_hour", |store| async move {
+        let hour = 3_600_000;
+        let before = 10 * hour - 1_000; // one second before the hour
+        for i in 0..3 {
+            assert!(matches!(
+                store.hit("slide", 3600, 3, before + i).await.unwrap(),
+                RateDecision::Allowed { .. }
+            ));
+        }
+        // Clock-aligned windows let three more through here.
+        let after = 10 * hour + 1_000;
+        assert!(matches!(
+            store.hit("slide", 3600, 3, after).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+        // One comes free every window / limit (20 minutes).
+        assert!(matches!(
+            store
+                .hit("slide", 3600, 3, before + hour / 3 + 10)
+                .await
+                .unwrap(),
+            RateDecision::Allowed { .. }
+        ));
+        assert!(matches!(
+            store
+                .hit("slide", 3600, 3, before + hour / 3 + 20)
+                .await
+                .unwrap(),
+            RateDecision::Limited { .. }
+        ));
     })
     .await;
 }
