@@ -263,6 +263,24 @@ impl World {
         })
     }
 
+    /// What the mailbox behind an address does with mail. It belongs to the
+    /// mailbox, not to the account: an address with no account can bounce
+    /// too (by convention, a local part starting with `bounce` or `defer`),
+    /// so "bounced" says nothing about whether an account exists.
+    fn mailbox_behaviour(&self, email: &Email) -> MailboxBehaviour {
+        if let Some(a) = self.account_by_email(email) {
+            return a.settings.mailbox;
+        }
+        let local = email.as_str().to_lowercase();
+        if local.starts_with("bounce") {
+            MailboxBehaviour::Bounces
+        } else if local.starts_with("defer") {
+            MailboxBehaviour::Defers
+        } else {
+            MailboxBehaviour::Delivers
+        }
+    }
+
     pub fn account(&self, id: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.settings.account_id == id)
     }
@@ -318,8 +336,8 @@ impl World {
     pub fn request_reset(&mut self, email: &Email) -> Result<ResetAccepted, u64> {
         self.note_mail(email)?;
         let id = random_id("rst_", 16);
-        let known = self.account_by_email(email).map(|a| a.settings.mailbox);
-        let mailbox = known.unwrap_or(MailboxBehaviour::Delivers);
+        let known = self.account_by_email(email).is_some().then_some(());
+        let mailbox = self.mailbox_behaviour(email);
         self.resets.insert(
             id.clone(),
             Reset {

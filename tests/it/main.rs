@@ -10,6 +10,7 @@ mod discord;
 mod engine_commands;
 mod engine_props;
 mod engine_rules;
+mod enumeration;
 mod flows_check;
 mod flows_walk;
 mod outbox_contract;

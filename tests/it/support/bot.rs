@@ -136,7 +136,7 @@ impl TestBot {
 
     // ---- the simulator's admin side ---------------------------------------
 
-    fn sim_url(&self, path: &str) -> String {
+    pub fn sim_url(&self, path: &str) -> String {
         format!(
             "{}{path}",
             self.app.simulator.as_ref().expect("simulator runs").url
