@@ -150,7 +150,7 @@ fn eval_flows(
     settings: &Settings,
 ) -> ExitCode {
     let started = std::time::Instant::now();
-    let set = match flow::load_dir(dir) {
+    let set = match flow::load_dir_with(dir, settings.flows.max_file_bytes) {
         Ok(set) => set,
         Err(diags) => {
             for d in &diags {
@@ -221,7 +221,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Flows(FlowsCommand::Check { dir }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir(&dir) {
+            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
                 Ok(set) => {
                     let steps: usize = set.flows.values().map(|f| f.steps.len()).sum();
                     println!(
@@ -255,7 +255,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Flows(FlowsCommand::Route { text, dir }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir(&dir) {
+            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
                 Ok(set) => {
                     println!("route: {:?}", set.route(&text, &settings.understanding));
                     if let Some(model) = set.classifier.as_deref() {
@@ -280,7 +280,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Flows(FlowsCommand::Graph { format, dir }) => {
             let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir(&dir) {
+            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
                 Ok(set) => {
                     print!("{}", flow::graph::render(&set, format));
                     ExitCode::SUCCESS

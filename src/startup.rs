@@ -63,7 +63,8 @@ pub struct App {
 impl App {
     /// Opens the database, loads the flows, connects the account service.
     pub async fn build(settings: Settings, mode: AccountMode) -> Result<Self, StartError> {
-        let flows = flow::load_dir(&settings.engine.flows_dir).map_err(StartError::Flows)?;
+        let flows = flow::load_dir_with(&settings.engine.flows_dir, settings.flows.max_file_bytes)
+            .map_err(StartError::Flows)?;
         let store = store::open(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;

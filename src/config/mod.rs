@@ -25,6 +25,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub platform: PlatformSettings,
     pub engine: EngineSettings,
+    pub flows: FlowsSettings,
     pub understanding: UnderstandingSettings,
     pub account_api: AccountApiSettings,
     pub rate_limits: RateLimitSettings,
@@ -191,6 +192,23 @@ impl Default for EngineSettings {
             dedupe_retention_hours: 72,
             transcript_retention_days: 90,
             max_message_chars: 4000,
+        }
+    }
+}
+
+/// Limits on reading flow files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsSettings {
+    /// A larger flow file is refused (as is anything that is not a regular
+    /// file).
+    pub max_file_bytes: u64,
+}
+
+impl Default for FlowsSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: crate::flow::load::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }

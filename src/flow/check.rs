@@ -54,6 +54,8 @@ struct Checker<'a> {
     diags: Vec<Diagnostic>,
     /// flow id -> (file, step ids in order)
     flows: BTreeMap<String, (PathBuf, Vec<String>)>,
+    /// flow id -> its step ids, for lookups in constant time.
+    step_sets: HashMap<String, HashSet<String>>,
 }
 
 /// Checks parsed flow files and compiles them. `version` identifies the
@@ -66,6 +68,7 @@ pub fn check_and_compile(
         files,
         diags: Vec::new(),
         flows: BTreeMap::new(),
+        step_sets: HashMap::new(),
     };
     checker.index();
     checker.check_steps();
@@ -155,6 +158,7 @@ impl Checker<'_> {
                     );
                 }
             }
+            self.step_sets.insert(id.clone(), seen);
             self.flows.insert(id.clone(), (path.clone(), ids));
         }
         if !self.flows.contains_key(MAIN_FLOW) && !self.files.is_empty() {
@@ -205,7 +209,11 @@ impl Checker<'_> {
                 })
                 .ok_or_else(|| format!("flow '{flow_id}' has no steps"));
         }
-        if steps.iter().any(|s| s == step_id) {
+        if self
+            .step_sets
+            .get(flow_id)
+            .is_some_and(|set| set.contains(step_id))
+        {
             Ok(Target {
                 flow: flow_id.into(),
                 step: step_id.into(),
@@ -804,12 +812,29 @@ impl Checker<'_> {
         if !self.diags.is_empty() {
             return; // targets must resolve first
         }
-        let mut graph: HashMap<String, Vec<String>> = HashMap::new();
-        let mut roots = Vec::new();
+        // Steps are numbered in file order; the graph holds numbers, so a
+        // flow of 100,000 steps is walked without a string per visit.
+        let mut number: HashMap<String, usize> = HashMap::new();
+        for (_, file) in self.files {
+            for step in &file.steps {
+                let n = number.len();
+                number
+                    .entry(format!("{}:{}", file.flow.id, step.id))
+                    .or_insert(n);
+            }
+        }
+        let mut graph: Vec<Vec<usize>> = vec![Vec::new(); number.len()];
+        let mut roots: Vec<String> = Vec::new();
+        let mut n = 0;
         for (_, file) in self.files {
             let flow = &file.flow.id;
             for step in &file.steps {
-                graph.insert(format!("{flow}:{}", step.id), self.edges_of(flow, step));
+                graph[n] = self
+                    .edges_of(flow, step)
+                    .iter()
+                    .filter_map(|e| number.get(e).copied())
+                    .collect();
+                n += 1;
             }
             if let Some(first) = file.steps.first()
                 && (flow == MAIN_FLOW
@@ -837,18 +862,26 @@ impl Checker<'_> {
         // step, and unsure guesses to its "did you mean" step.
         roots.push(format!("{MAIN_FLOW}:{CLARIFY_STEP}"));
         roots.push(format!("{MAIN_FLOW}:{DID_YOU_MEAN_STEP}"));
-        let mut seen: HashSet<String> = roots.iter().cloned().collect();
-        let mut queue: VecDeque<String> = roots.into();
+        let mut seen = vec![false; graph.len()];
+        let mut queue: VecDeque<usize> = roots
+            .iter()
+            .filter_map(|r| number.get(r).copied())
+            .collect();
+        for &r in &queue {
+            seen[r] = true;
+        }
         while let Some(node) = queue.pop_front() {
-            for next in graph.get(&node).into_iter().flatten() {
-                if seen.insert(next.clone()) {
-                    queue.push_back(next.clone());
+            for &next in &graph[node] {
+                if !seen[next] {
+                    seen[next] = true;
+                    queue.push_back(next);
                 }
             }
         }
+        let mut n = 0;
         for (path, file) in self.files {
             for step in &file.steps {
-                if !seen.contains(&format!("{}:{}", file.flow.id, step.id)) {
+                if !seen[n] {
                     self.error(
                         path,
                         Some(&step.id),
@@ -859,6 +892,7 @@ impl Checker<'_> {
                         ),
                     );
                 }
+                n += 1;
             }
         }
     }
@@ -1018,9 +1052,17 @@ pub fn asks_for_password(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// At most this many names are looked at for a typo suggestion, so a file
+/// full of unknown targets is still checked in linear time.
+const SUGGESTION_CANDIDATES: usize = 500;
+
 /// The closest name by edit distance, if it is close enough to be a typo.
+/// Only the first [`SUGGESTION_CANDIDATES`] names are looked at, and only
+/// those of about the same length are compared.
 fn nearest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
     candidates
+        .take(SUGGESTION_CANDIDATES)
+        .filter(|c| c.len().abs_diff(name.len()) <= 2.max(c.len() / 4))
         .map(|c| (levenshtein(name, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
         .min()

@@ -25,8 +25,42 @@ pub fn parse_flow_file(text: &str) -> Result<FlowFile, String> {
     })
 }
 
-/// Reads, checks and compiles every `*.toml` in `dir`.
+/// The largest flow file read by default (`flows.max_file_bytes`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads, checks and compiles every `*.toml` in `dir`, with the default
+/// file size limit.
 pub fn load_dir(dir: &Path) -> Result<FlowSet, Vec<Diagnostic>> {
+    load_dir_with(dir, DEFAULT_MAX_FILE_BYTES)
+}
+
+/// Reads one flow file: a regular file (not a FIFO, a device or a
+/// directory, even behind a symlink) of at most `max_bytes`.
+fn read_flow_file(path: &Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {}", e.kind()))?;
+    if !meta.is_file() {
+        return Err("not a regular file: refused".into());
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "{} bytes, over flows.max_file_bytes ({max_bytes}): refused",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {}", e.kind()))?;
+    let mut text = String::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {}", e.kind()))?;
+    if text.len() as u64 > max_bytes {
+        return Err(format!("over flows.max_file_bytes ({max_bytes}): refused"));
+    }
+    Ok(text)
+}
+
+/// [`load_dir`] with a limit on each file's size.
+pub fn load_dir_with(dir: &Path, max_file_bytes: u64) -> Result<FlowSet, Vec<Diagnostic>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -47,13 +81,13 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut hasher = Fnv64::default();
     for path in paths {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_flow_file(&path, max_file_bytes) {
             Ok(t) => t,
-            Err(e) => {
+            Err(message) => {
                 diags.push(Diagnostic {
                     file: path,
                     step: None,
-                    message: format!("cannot read: {}", e.kind()),
+                    message,
                     hint: None,
                 });
                 continue;

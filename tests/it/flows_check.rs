@@ -341,3 +341,29 @@ fn a_step_reached_only_by_a_command_is_reachable() {
     });
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn a_fifo_a_device_behind_a_symlink_and_an_oversized_file_are_refused_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.toml"), MAIN).unwrap();
+    std::fs::write(dir.path().join("reset.toml"), RESET).unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("huge.toml"),
+        format!("# {}\n", "x".repeat(2 * 1024 * 1024)),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, err) = run_check(dir.path());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("fifo.toml: not a regular file"), "{err}");
+    assert!(err.contains("zero.toml: not a regular file"), "{err}");
+    assert!(
+        err.contains("huge.toml: 2097155 bytes, over flows.max_file_bytes (1048576)"),
+        "{err}"
+    );
+}
