@@ -319,6 +319,9 @@ pub struct RateLimitSettings {
     pub reset_window_secs: u64,
     /// Verification codes one conversation may try per window.
     pub verification_attempts_per_conversation: u32,
+    /// Codes tried for one address (e-mail codes) or one account (2FA
+    /// checks) per window, across all conversations.
+    pub verification_attempts_per_account: u32,
     pub verification_window_secs: u64,
 }
 
@@ -329,6 +332,7 @@ impl Default for RateLimitSettings {
             resets_per_user: 5,
             reset_window_secs: 3_600,
             verification_attempts_per_conversation: 10,
+            verification_attempts_per_account: 20,
             verification_window_secs: 3_600,
         }
     }

@@ -84,6 +84,12 @@ impl ChatRef {
             chat: chat.into(),
         }
     }
+
+    /// Whether the bot can delete what a user wrote here: not in a Discord
+    /// DM, where only the author can.
+    pub fn bot_can_delete_user_messages(&self) -> bool {
+        !(self.channel == ChannelKind::Discord && self.chat.starts_with("dm:"))
+    }
 }
 
 impl fmt::Display for ChatRef {

@@ -30,6 +30,9 @@ mod understand;
 /// Steps one turn may pass through before the engine assumes a loop.
 const MAX_HOPS: usize = 40;
 const PAYLOAD_PREFIX: &str = "rb1";
+/// The variable holding the hashed mailbox a verification code was mailed
+/// to (for the per-address limit on trying codes).
+const VERIFY_MAILBOX: &str = "verification_mailbox";
 /// How long a confirmed e-mail code lets the conversation ask about the account.
 pub const VERIFIED_FOR_MS: Millis = 30 * 60 * 1000;
 
@@ -77,7 +80,9 @@ pub(super) struct Turn<'a> {
 /// The one answer to a press that changes nothing: stale, forged, or
 /// someone else's.
 pub const EXPIRED_BUTTON: &str = "That button has expired.";
-const SECRET_WARNING: &str = "⚠️ Please never share your password or codes with anyone, not even with us. I've removed your message where I can and kept no copy.";
+const SECRET_WARNING: &str = "⚠️ Please never share your password or codes with anyone, not even with us. I've removed your message and kept no copy.";
+/// The warning where the bot cannot delete the user's message (a Discord DM).
+const SECRET_WARNING_KEPT: &str = "⚠️ Please never share your password or codes with anyone, not even with us. I can't delete messages here, so please delete yours now; I kept no copy.";
 const SECRET_REMINDER: &str = "⚠️ That looked like a password or code again; I didn't keep it.";
 const WELCOME_BACK: &str = "Welcome back! Let's start afresh.";
 const FLOWS_CHANGED: &str = "Sorry: this help topic was just updated, so let's start it again.";
@@ -268,8 +273,13 @@ impl<'a> Turn<'a> {
         self.out
     }
 
+    /// Warns about a secret and deletes the message where the bot can; it
+    /// only says "removed" when it removes. (What is stored is already the
+    /// redacted copy.)
     fn warn_about_secret(&mut self, conv: &mut Conversation) {
-        if let Some(id) = self.env.message_id {
+        let removable =
+            self.env.message_id.is_some() && self.env.key.chat_ref().bot_can_delete_user_messages();
+        if removable && let Some(id) = self.env.message_id {
             self.out.pre.push(Outbound::DeleteMessage {
                 message_id: id.clone(),
             });
@@ -278,7 +288,12 @@ impl<'a> Turn<'a> {
             self.out.texts.push(SECRET_REMINDER.into());
         } else {
             conv.state.warned_secret = true;
-            self.out.texts.push(SECRET_WARNING.into());
+            let warning = if removable {
+                SECRET_WARNING
+            } else {
+                SECRET_WARNING_KEPT
+            };
+            self.out.texts.push(warning.into());
         }
     }
 
@@ -767,11 +782,17 @@ impl<'a> Turn<'a> {
                     .get("email")
                     .and_then(|e| Email::parse(e).ok())
                 {
+                    let mailbox = text::bucket_hash(&email.mailbox_key());
                     buckets.push((
-                        format!("{kind}:email:{}", text::bucket_hash(&email.mailbox_key())),
+                        format!("{kind}:email:{mailbox}"),
                         limits.reset_window_secs,
                         limits.resets_per_email,
                     ));
+                    // The codes mailed now are tried against this mailbox's
+                    // bucket too (a hash: the address is not kept).
+                    if action == ActionName::StartVerification {
+                        conv.vars.insert(VERIFY_MAILBOX.into(), mailbox);
+                    }
                 }
             }
             ActionName::ConfirmVerification
@@ -786,6 +807,13 @@ impl<'a> Turn<'a> {
                     limits.verification_window_secs,
                     limits.verification_attempts_per_conversation,
                 ));
+                if let Some(mailbox) = conv.vars.get(VERIFY_MAILBOX) {
+                    buckets.push((
+                        format!("verify_code:email:{mailbox}"),
+                        limits.verification_window_secs,
+                        limits.verification_attempts_per_account,
+                    ));
+                }
             }
             // Each diagnosis says yes or no about a code: without a limit it
             // would be an oracle for guessing authenticator codes.
@@ -795,6 +823,13 @@ impl<'a> Turn<'a> {
                     limits.verification_window_secs,
                     limits.verification_attempts_per_conversation,
                 ));
+                if let Some(v) = &conv.state.verified {
+                    buckets.push((
+                        format!("diagnose:account:{}", text::bucket_hash(v.account.as_str())),
+                        limits.verification_window_secs,
+                        limits.verification_attempts_per_account,
+                    ));
+                }
             }
             _ => {}
         }

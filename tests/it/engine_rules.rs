@@ -462,3 +462,28 @@ async fn a_message_over_the_cap_is_answered_too_long_and_stored_only_up_to_the_c
     let r = bot.say("short", "I forgot my password").await;
     assert_eq!(at(&r), ("password_reset", "start"));
 }
+
+#[tokio::test]
+async fn codes_for_one_address_are_limited_across_conversations_not_only_per_conversation() {
+    let bot = crate::support::bot::TestBot::start_with(|s| {
+        s.rate_limits.verification_attempts_per_conversation = 10;
+        s.rate_limits.verification_attempts_per_account = 2;
+    })
+    .await;
+    let mut last = Vec::new();
+    for user in ["guess-1", "guess-2", "guess-3"] {
+        bot.say(user, "menu").await;
+        bot.press(user, "I can't log in").await;
+        bot.press(user, "Check my account (locked?)").await;
+        let r = bot.say(user, "alice@example.com").await;
+        assert_eq!(at(&r), ("wrong_password", "verify_code"), "{}", text(&r));
+        let r = bot.say(user, "000000").await;
+        last.push((r.flow.clone(), r.step.clone()));
+    }
+    assert_eq!(last[0].1, "verify_wrong_code");
+    assert_eq!(last[1].1, "verify_wrong_code");
+    assert_eq!(
+        last[2].1, "verify_rate_limited",
+        "a new conversation buys no more guesses"
+    );
+}

@@ -213,3 +213,26 @@ async fn recover_in_the_dm_answers_with_the_menu_and_its_buttons_work() {
     assert_eq!(position.unwrap().0, "wrong_password");
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_pasted_in_a_dm_is_not_claimed_removed_because_a_bot_cannot_remove_it_there() {
+    let rig = Rig::start().await;
+    let u = rig.user(1077);
+    let r = u.say("my password is Hunter2Secret!").await;
+    assert!(
+        text(&r).contains("never share your password"),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        !text(&r).contains("I've removed your message"),
+        "a DM cannot be cleaned by the bot: {}",
+        text(&r)
+    );
+    assert!(text(&r).contains("please delete yours"), "{}", text(&r));
+    let s = rig.fake.state();
+    assert!(
+        !s.calls.iter().any(|c| c.method == "DELETE"),
+        "nothing was deleted"
+    );
+}
