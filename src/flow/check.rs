@@ -40,6 +40,22 @@ impl fmt::Display for Diagnostic {
 const MAX_BUTTONS: usize = 25;
 const MAX_LABEL_CHARS: usize = 80;
 
+/// The compiled size all the flows' regexes (triggers and intents) may take
+/// together: many individually small patterns must not add up to a bot that
+/// runs out of memory.
+pub const MAX_TOTAL_REGEX_BYTES: usize = 32 * 1024 * 1024;
+
+/// The memory a pattern takes once compiled, as the engine compiles it.
+fn compiled_size(pattern: &str) -> usize {
+    use regex_automata::meta;
+    use regex_automata::util::syntax;
+    meta::Regex::builder()
+        .syntax(syntax::Config::new().case_insensitive(true))
+        .configure(meta::Config::new().nfa_size_limit(Some(1 << 20)))
+        .build(pattern)
+        .map_or(0, |r| r.memory_usage())
+}
+
 /// Compiles a case-insensitive pattern, with a size limit so a pathological
 /// pattern cannot make the bot slow.
 pub(crate) fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
@@ -74,6 +90,7 @@ pub fn check_and_compile(
     checker.check_steps();
     checker.check_examples();
     checker.check_intents();
+    checker.check_regex_total();
     checker.check_commands();
     checker.check_variables();
     checker.check_reachability();
@@ -567,6 +584,34 @@ impl Checker<'_> {
                     ),
                     Some("add them to `on`, or add `default`".into()),
                 );
+            }
+        }
+    }
+
+    /// The triggers' and intents' compiled sizes, added up, stay under
+    /// [`MAX_TOTAL_REGEX_BYTES`].
+    fn check_regex_total(&mut self) {
+        let mut total = 0usize;
+        for (path, file) in self.files {
+            let patterns = file
+                .flow
+                .triggers
+                .iter()
+                .chain(file.intents.iter().flat_map(|i| &i.patterns));
+            for p in patterns {
+                total += compiled_size(p);
+                if total > MAX_TOTAL_REGEX_BYTES {
+                    self.error(
+                        path,
+                        None,
+                        format!(
+                            "the flows' regexes take more than {} MiB once compiled",
+                            MAX_TOTAL_REGEX_BYTES / (1024 * 1024)
+                        ),
+                        Some("use fewer or simpler triggers; examples route free text without regexes".into()),
+                    );
+                    return;
+                }
             }
         }
     }
@@ -1279,5 +1324,28 @@ mod tests {
             Some("check_spam".into())
         );
         assert_eq!(nearest("zzz", ["check_spam"].into_iter()), None);
+    }
+}
+#[cfg(test)]
+mod sizes {
+    #[test]
+    fn many_small_regexes_cannot_add_up_past_the_total_cap() {
+        let one = super::compiled_size(r"[a-z]{1,500}0");
+        assert!(one > 100_000, "{one}");
+        let needed = super::MAX_TOTAL_REGEX_BYTES / one + 2;
+        let patterns: Vec<String> = (0..needed)
+            .map(|i| format!("'[a-z]{{1,500}}{i}'"))
+            .collect();
+        let text = format!(
+            "[flow]\nid = \"main\"\ntitle = \"M\"\nutility = true\n\n[[step]]\nid = \"menu\"\nsay = \"Hi\"\nbuttons = [{{ label = \"Menu\", goto = \"menu\" }}]\n\n[[step]]\nid = \"clarify\"\nsay = \"Which?\"\nbuttons = [{{ label = \"Menu\", goto = \"menu\" }}]\n\n[[intent]]\nid = \"many\"\npatterns = [{}]\ngoto = \"main:menu\"\n",
+            patterns.join(", ")
+        );
+        let diags = crate::flow::check_text("main.toml", &text).expect_err("over the cap");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("take more than 32 MiB")),
+            "{diags:?}"
+        );
     }
 }
