@@ -487,3 +487,58 @@ async fn codes_for_one_address_are_limited_across_conversations_not_only_per_con
         "a new conversation buys no more guesses"
     );
 }
+
+#[tokio::test]
+async fn full_width_punycode_and_unicode_spellings_of_one_mailbox_share_its_reset_limit() {
+    let bot = crate::support::bot::TestBot::start_with(|s| {
+        s.rate_limits.resets_per_email = 2;
+        s.rate_limits.resets_per_user = 100;
+    })
+    .await;
+    let spellings = [
+        ("alias-1", "alice@example.com"),
+        ("alias-2", "alice@\u{ff45}xample.com"),
+        ("alias-3", "\u{ff21}LICE@EXAMPLE.COM"),
+        ("idn-1", "bob@bücher.de"),
+        ("idn-2", "bob@xn--bcher-kva.de"),
+        ("idn-3", "bob@BÜCHER.de"),
+    ];
+    let mut steps = Vec::new();
+    for (user, address) in spellings {
+        let r = bot
+            .say(
+                user,
+                &format!("I forgot my password, my email is {address}"),
+            )
+            .await;
+        steps.push(r.step.clone());
+    }
+    assert_eq!(
+        steps,
+        [
+            "sent",
+            "sent",
+            "rate_limited",
+            "sent",
+            "sent",
+            "rate_limited"
+        ],
+        "three spellings of one mailbox are one mailbox"
+    );
+}
+
+#[tokio::test]
+async fn an_address_with_a_right_to_left_override_is_refused_and_never_echoed() {
+    let bot = crate::support::bot::TestBot::start().await;
+    bot.say("rtl", "I forgot my password").await;
+    bot.press("rtl", "Send me a reset link").await;
+    let r = bot.say("rtl", "alice\u{202e}moc.elpmaxe@evil.com").await;
+    assert_eq!(at(&r), ("password_reset", "ask_email"), "{}", text(&r));
+    assert!(!text(&r).contains('\u{202e}'));
+    assert!(
+        text(&r).contains("doesn't look like an e-mail address"),
+        "{}",
+        text(&r)
+    );
+    assert!(bot.outbox().await.is_empty(), "no mail");
+}
