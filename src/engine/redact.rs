@@ -545,15 +545,15 @@ const LITTLE_WORDS: &[&str] = &[
 /// Whether the text before `at` names a reference ("order #", "invoice",
 /// "ID"): what follows is not a secret.
 fn preceded_by_id(text: &str, at: usize) -> bool {
-    let window: String = text[..at]
-        .chars()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    ID_CONTEXT.is_match(&window)
+    ID_CONTEXT.is_match(just_before(text, at))
+}
+
+/// The (at most) 40 characters of `text` before `at`: the context a
+/// number or a word is judged in.
+fn just_before(text: &str, at: usize) -> &str {
+    let before = &text[..at];
+    let from = before.char_indices().rev().nth(39).map_or(0, |(i, _)| i);
+    &before[from..]
 }
 
 /// Apple's generated passwords: `hopVe2-kiqfyn-gubxeg`.
@@ -596,17 +596,7 @@ fn digits_kind(text: &str, start: usize, run: &str) -> Option<SecretKind> {
     if prev == Some('+') || matches!(prev, Some('#' | '$' | '€' | '£')) {
         return None; // a phone number, an order number, a price
     }
-    let context = |re: &Regex| {
-        let window: String = before
-            .chars()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        re.is_match(&window)
-    };
+    let context = |re: &Regex| re.is_match(just_before(text, start));
     let card = |d: &str| (13..=19).contains(&d.len()) && luhn(d);
     if card(&digits) || run.split(' ').any(card) {
         return Some(SecretKind::Card);

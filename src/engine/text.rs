@@ -82,19 +82,8 @@ const NO: &[&str] = &[
 pub fn validate(capture: &Capture, raw: &str, redacted: &str) -> Option<String> {
     let trimmed = raw.trim();
     match capture.validator {
-        Validator::Email => {
-            // Accept the address inside a sentence ("it's jane@x.com").
-            trimmed
-                .split_whitespace()
-                .filter(|w| w.contains('@'))
-                .find_map(|w| {
-                    Email::parse(w.trim_matches(|c: char| {
-                        matches!(c, ',' | '.' | ';' | '!' | '?' | '"' | '\'' | '(' | ')')
-                    }))
-                    .ok()
-                })
-                .map(|e| e.as_str().to_string())
-        }
+        // Accept the address inside a sentence ("it's jane@x.com").
+        Validator::Email => find_email(trimmed).map(|e| e.as_str().to_string()),
         Validator::Code6 => OneTimeCode::parse(trimmed).map(|c| c.expose().to_string()),
         Validator::YesNo => {
             let n = normalize(trimmed);
@@ -125,6 +114,22 @@ pub fn validate(capture: &Capture, raw: &str, redacted: &str) -> Option<String> 
 }
 
 /// What to say after a wrong answer when the flow does not say.
+/// The first word of `text` that parses as an e-mail address, punctuation
+/// around it ignored.
+pub fn find_email(text: &str) -> Option<Email> {
+    text.split_whitespace()
+        .filter(|w| w.contains('@'))
+        .find_map(|w| {
+            Email::parse(w.trim_matches(|c: char| {
+                matches!(
+                    c,
+                    ',' | '.' | ';' | ':' | '!' | '?' | '"' | '\'' | '(' | ')'
+                )
+            }))
+            .ok()
+        })
+}
+
 pub fn default_invalid(capture: &Capture) -> String {
     match capture.validator {
         Validator::Email => {
@@ -177,6 +182,21 @@ mod tests {
         assert_eq!(match_button(&b, "yes").unwrap().label, "Yes, I'm in");
         assert!(match_button(&b, "4").is_none());
         assert!(match_button(&b, "maybe").is_none());
+    }
+
+    #[test]
+    fn an_address_is_found_inside_a_sentence() {
+        let found = |t: &str| find_email(t).map(|e| e.as_str().to_string());
+        assert_eq!(
+            found("I forgot my password, my email is bob@example.com.").as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(
+            found("mail: <a.b@example.org>").as_deref(),
+            Some("a.b@example.org")
+        );
+        assert_eq!(found("my password is hunter2"), None);
+        assert_eq!(found("@twitter handle"), None);
     }
 
     #[test]

@@ -169,14 +169,19 @@ impl SqliteStore {
         };
         if let Some(job) = job {
             // No reader: the writer runs it in its next batch.
-            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-            sender
-                .as_ref()
-                .ok_or_else(stopped)?
-                .send(Message::Job(job))
-                .map_err(|_| stopped())?;
+            self.to_writer(job)?;
         }
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues a job for the writer thread's next batch.
+    fn to_writer(&self, job: Box<dyn Job>) -> Result<(), StoreError> {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(Message::Job(job))
+            .map_err(|_| stopped())
     }
 
     /// Runs `work` on the writer thread, in the next batch.
@@ -186,15 +191,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Box::new(FnJob { work, reply });
-        {
-            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-            sender
-                .as_ref()
-                .ok_or_else(stopped)?
-                .send(Message::Job(job))
-                .map_err(|_| stopped())?;
-        }
+        self.to_writer(Box::new(FnJob { work, reply }))?;
         answer.await.map_err(|_| stopped())?
     }
 }

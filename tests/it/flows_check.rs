@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-const MAIN: &str = r#"
+/// The smallest valid main flow (a menu and its clarify step).
+pub(crate) const MAIN: &str = r#"
 [flow]
 id = "main"
 title = "Menu"

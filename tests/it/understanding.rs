@@ -2,6 +2,7 @@
 //! phrasing, messages about something else, "Did you mean" end to end, an
 //! address in the first message, and the `flows eval`/`flows check` commands.
 
+use crate::flows_check::MAIN;
 use crate::support::bot::{TestBot, at, flows_dir, labels, text};
 use recoverbot::config::UnderstandingSettings;
 use recoverbot::flow::eval::{self, Labelled};
@@ -342,23 +343,6 @@ fn flows_eval_prints_the_figures_and_fails_below_the_minimum_accuracy() {
         "{err}"
     );
 }
-
-const MAIN: &str = r#"
-[flow]
-id = "main"
-title = "Menu"
-utility = true
-
-[[step]]
-id = "menu"
-say = "Hi!"
-buttons = [{ label = "Reset", goto = "reset:" }, { label = "Down", goto = "down:" }]
-
-[[step]]
-id = "clarify"
-say = "Which one?"
-buttons = [{ label = "Menu", goto = "menu" }]
-"#;
 
 #[test]
 fn flows_check_warns_about_thin_examples_and_names_entry_points_too_alike_to_tell_apart() {

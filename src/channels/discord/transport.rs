@@ -147,7 +147,7 @@ impl Transport for DiscordTransport {
     }
 
     async fn delete(&self, to: &ChatRef, message: &MessageRef) -> Result<(), TransportError> {
-        if to.chat.starts_with("dm:") {
+        if !to.bot_can_delete_user_messages() {
             // A bot cannot delete what a user wrote in a DM: the engine's
             // warning is all it can do there.
             return Ok(());

@@ -8,8 +8,8 @@
 //! [router]: crate::flow::router
 
 use super::Turn;
-use crate::domain::Email;
 use crate::engine::state::Conversation;
+use crate::engine::text;
 use crate::flow::Target;
 use crate::flow::catalog::Validator;
 use crate::flow::model::{Button, DID_YOU_MEAN_STEP, MAIN_FLOW, Step};
@@ -34,7 +34,7 @@ impl Turn<'_> {
                 how: RouteBy::Classifier,
             } if mid_flow && target.flow == MAIN_FLOW => false,
             Route::Direct { target, .. } => {
-                self.slot_email = find_email(raw);
+                self.slot_email = text::find_email(raw).map(|e| e.as_str().to_string());
                 self.run_from(conv, target).await;
                 true
             }
@@ -109,32 +109,5 @@ impl Turn<'_> {
             return None;
         }
         self.slot_email.take()
-    }
-}
-
-/// The first word of `text` that parses as an e-mail address.
-fn find_email(text: &str) -> Option<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '(' | ')'))
-        .map(|w| w.trim_matches(|c: char| matches!(c, '.' | ':' | '"' | '\'' | '!' | '?')))
-        .filter(|w| w.contains('@'))
-        .find_map(|w| Email::parse(w).ok().map(|_| w.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::find_email;
-
-    #[test]
-    fn an_address_is_found_inside_a_sentence() {
-        assert_eq!(
-            find_email("I forgot my password, my email is bob@example.com.").as_deref(),
-            Some("bob@example.com")
-        );
-        assert_eq!(
-            find_email("mail: <a.b@example.org>").as_deref(),
-            Some("a.b@example.org")
-        );
-        assert_eq!(find_email("my password is hunter2"), None);
-        assert_eq!(find_email("@twitter handle"), None);
     }
 }
