@@ -4,8 +4,7 @@
 
 use super::check::Diagnostic;
 use super::model::{CLARIFY_STEP, FlowSet, MAIN_FLOW, Target};
-use super::router::Route;
-use crate::config::UnderstandingSettings;
+use super::router::{Route, UnderstandingSettings};
 use std::collections::BTreeMap;
 use std::fmt;
 

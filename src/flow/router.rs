@@ -15,7 +15,40 @@
 //! 5. otherwise [`Route::Unsure`]: the caller shows the menu.
 
 use super::model::{FlowSet, Target};
-use crate::config::UnderstandingSettings;
+use serde::{Deserialize, Serialize};
+
+/// How sure the intent classifier must be before it routes free text
+/// (`[understanding]` in `config.toml`, `docs/understanding.md`; the defaults
+/// were chosen on the evaluation set in `tests/data/intents_eval.tsv`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnderstandingSettings {
+    /// At or above this probability the message is routed directly.
+    pub route_confidence: f32,
+    /// From this probability up (and below `route_confidence`) the bot asks
+    /// "Did you mean …?"; below it, the menu.
+    pub suggest_confidence: f32,
+    /// A candidate is offered when its probability is at least this share
+    /// of the best one's.
+    pub suggest_ratio: f32,
+    /// At most this many "Did you mean" buttons (besides "Something else").
+    pub max_suggestions: usize,
+    /// A message less similar than this to every topic's examples (cosine,
+    /// 0 to 1) is not routed at all: it is about something else.
+    pub min_similarity: f32,
+}
+
+impl Default for UnderstandingSettings {
+    fn default() -> Self {
+        Self {
+            route_confidence: 0.7,
+            suggest_confidence: 0.2,
+            suggest_ratio: 0.3,
+            max_suggestions: 3,
+            min_similarity: 0.2,
+        }
+    }
+}
 
 /// What to do with a message.
 #[derive(Debug, Clone, PartialEq)]
