@@ -24,18 +24,18 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct UnderstandingSettings {
     /// At or above this probability the message is routed directly.
-    pub route_confidence: f32,
+    pub route_confidence: f64,
     /// From this probability up (and below `route_confidence`) the bot asks
     /// "Did you mean …?"; below it, the menu.
-    pub suggest_confidence: f32,
+    pub suggest_confidence: f64,
     /// A candidate is offered when its probability is at least this share
     /// of the best one's.
-    pub suggest_ratio: f32,
+    pub suggest_ratio: f64,
     /// At most this many "Did you mean" buttons (besides "Something else").
     pub max_suggestions: usize,
     /// A message less similar than this to every topic's examples (cosine,
     /// 0 to 1) is not routed at all: it is about something else.
-    pub min_similarity: f32,
+    pub min_similarity: f64,
 }
 
 impl Default for UnderstandingSettings {
@@ -104,27 +104,31 @@ impl FlowSet {
         let model = self.classifier.as_deref()?;
         let scored = model.classify(text);
         let top = scored.first()?;
-        if top.similarity < settings.min_similarity {
+        // Settings are f64 (they print as written); scores are f32.
+        let at_least = |score: f32, bar: f64| f64::from(score) >= bar;
+        if !at_least(top.similarity, settings.min_similarity) {
             return None;
         }
         let menu = self.main();
         if *top.target == menu {
             return Some(Route::Unsure);
         }
-        if top.probability >= settings.route_confidence {
+        if at_least(top.probability, settings.route_confidence) {
             return Some(Route::Direct {
                 target: top.target.clone(),
                 how: RouteBy::Classifier,
             });
         }
-        if top.probability < settings.suggest_confidence {
+        if !at_least(top.probability, settings.suggest_confidence) {
             return None;
         }
-        let floor = top.probability * settings.suggest_ratio;
+        let floor = f64::from(top.probability) * settings.suggest_ratio;
         let candidates: Vec<Target> = scored
             .iter()
             .take(settings.max_suggestions.max(1))
-            .filter(|s| s.probability >= floor && s.similarity >= settings.min_similarity)
+            .filter(|s| {
+                at_least(s.probability, floor) && at_least(s.similarity, settings.min_similarity)
+            })
             .filter(|s| *s.target != menu)
             .map(|s| s.target.clone())
             .collect();
