@@ -8,30 +8,11 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-const MAIN: &str = r#"
-[flow]
-id = "main"
-title = "Menu"
-utility = true
-
-[[step]]
-id = "menu"
-say = "Hi!"
-buttons = [{ label = "Big", goto = "big:" }]
-
-[[step]]
-id = "clarify"
-say = "Which one?"
-buttons = [{ label = "Menu", goto = "menu" }]
-
-[[step]]
-id = "did_you_mean"
-say = "Did you mean?"
-buttons = [{ label = "Menu", goto = "menu" }]
-"#;
+const MAIN: &str = include_str!("../tests/data/minimal_main.toml");
 
 fn big_flow(steps: usize, unknown_every: usize) -> String {
-    let mut s = String::from("[flow]\nid = \"big\"\ntitle = \"Big\"\ntriggers = ['big']\n\n");
+    // Named `reset`: the shared minimal main flow's menu leads there.
+    let mut s = String::from("[flow]\nid = \"reset\"\ntitle = \"Big\"\ntriggers = ['big']\n\n");
     for i in 0..steps {
         let next = if unknown_every > 0 && i % unknown_every == 0 {
             format!("nowhere_{i}")
@@ -67,7 +48,7 @@ fn run(name: &str, steps: usize, unknown_every: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("main.toml"), MAIN).unwrap();
     let text = big_flow(steps, unknown_every);
-    std::fs::write(dir.path().join("big.toml"), &text).unwrap();
+    std::fs::write(dir.path().join("reset.toml"), &text).unwrap();
     let t0 = Instant::now();
     let parsed = recoverbot::flow::parse_flow_file(&text).map(|f| f.steps.len());
     let parse = t0.elapsed();

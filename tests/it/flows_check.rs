@@ -4,23 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The smallest valid main flow (a menu and its clarify step).
-pub(crate) const MAIN: &str = r#"
-[flow]
-id = "main"
-title = "Menu"
-utility = true
-
-[[step]]
-id = "menu"
-say = "Hi!"
-buttons = [{ label = "Reset", goto = "reset:" }]
-
-[[step]]
-id = "clarify"
-say = "Which one?"
-buttons = [{ label = "Menu", goto = "menu" }]
-"#;
+/// The smallest valid main flow (a menu, clarify, "did you mean").
+pub(crate) const MAIN: &str = include_str!("../data/minimal_main.toml");
 
 const RESET: &str = r#"
 [flow]
