@@ -212,6 +212,7 @@ pub async fn purge_periodically(
             // Delivered and failed messages: kept an hour, long enough for
             // a proof of arrival after a restart to find its entry.
             outbox: now - hour,
+            subscriptions: now,
         };
         match store.purge(before).await {
             Ok(report) => tracing::info!(?report, "purged old records"),

@@ -13,6 +13,14 @@ pub struct Summary {
     pub scheduled_maintenances: Vec<Incident>,
 }
 
+/// `/api/v2/incidents.json`: the page's incidents, resolved ones too,
+/// newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Incidents {
+    pub page: Page,
+    pub incidents: Vec<Incident>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Page {
     pub id: String,
@@ -66,7 +74,9 @@ pub struct Incident {
     /// investigating, identified, monitoring, resolved, postmortem (or, for
     /// maintenances, scheduled, in_progress, verifying, completed).
     pub status: String,
+    #[serde(default)]
     pub created_at: String,
+    #[serde(default)]
     pub updated_at: String,
     #[serde(default)]
     pub monitoring_at: Option<String>,
@@ -74,10 +84,13 @@ pub struct Incident {
     pub resolved_at: Option<String>,
     /// none, minor, major, critical, maintenance.
     pub impact: String,
+    #[serde(default)]
     pub shortlink: String,
     #[serde(default)]
     pub started_at: Option<String>,
+    #[serde(default)]
     pub page_id: String,
+    #[serde(default)]
     pub incident_updates: Vec<IncidentUpdate>,
     #[serde(default)]
     pub components: Vec<Component>,
@@ -92,9 +105,13 @@ pub struct IncidentUpdate {
     pub id: String,
     pub status: String,
     pub body: String,
+    #[serde(default)]
     pub incident_id: String,
+    #[serde(default)]
     pub created_at: String,
+    #[serde(default)]
     pub updated_at: String,
+    #[serde(default)]
     pub display_at: String,
     #[serde(default)]
     pub affected_components: Option<Vec<AffectedComponent>>,

@@ -177,6 +177,11 @@ fn typed_env_value(defaults: &Value, segments: &[String], raw: &str) -> Result<V
             "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
             _ => Err("expected true or false".into()),
         },
+        // A JSON array (`RECOVERBOT__STATUS__ANNOUNCE='[{"channel": ...}]'`)
+        // for lists of tables; otherwise comma-separated strings.
+        Some(Value::Array(_)) if raw.trim_start().starts_with('[') => {
+            serde_json::from_str::<Value>(raw).map_err(|_| "expected a JSON array".into())
+        }
         Some(Value::Array(_)) => Ok(Value::Array(
             raw.split(',')
                 .map(str::trim)

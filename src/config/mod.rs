@@ -30,9 +30,26 @@ pub struct Settings {
     pub account_api: AccountApiSettings,
     pub rate_limits: RateLimitSettings,
     pub status: StatusSettings,
+    pub http: HttpSettings,
     pub telegram: TelegramSettings,
     pub discord: DiscordSettings,
     pub simulator: SimulatorSettings,
+}
+
+/// `[http]`: `serve`'s listener for operators and webhooks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Where it listens; loopback by default. Empty: no listener.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -317,6 +334,62 @@ pub struct StatusSettings {
     pub url: Option<String>,
     /// Component names whose incidents make login troubleshooting pointless.
     pub login_components: Vec<String>,
+    /// How often the watcher reads the page (with ±10% jitter). A second
+    /// instance takes the watch over within twice this after the first dies.
+    pub poll_secs: u64,
+    /// The secret path segment of the Statuspage webhook,
+    /// `/status/webhook/<webhook_secret>` on `http.listen`. Unset: no webhook.
+    #[serde(serialize_with = "mask_secret")]
+    pub webhook_secret: Option<SecretString>,
+    /// A "tell me when it's fixed" subscription lapses after this many days.
+    pub subscription_days: u64,
+    /// Where incidents are announced (`[[status.announce]]`).
+    pub announce: Vec<AnnounceTarget>,
+}
+
+/// One `[[status.announce]]` target: a Telegram chat or channel, or a
+/// Discord channel, and which incidents it hears about.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceTarget {
+    /// `telegram` or `discord`.
+    pub channel: crate::domain::ChannelKind,
+    /// A Telegram chat or channel id (`-100...`), or a Discord channel id.
+    pub chat_id: String,
+    /// Only incidents touching one of these components (case-insensitive);
+    /// empty: every incident.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// The least impact announced: `none`, `minor` (the default), `major`
+    /// or `critical`.
+    #[serde(default = "default_min_impact")]
+    pub min_impact: Impact,
+}
+
+fn default_min_impact() -> Impact {
+    Impact::Minor
+}
+
+/// An incident's impact, as Statuspage grades it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impact {
+    None,
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Impact {
+    /// Statuspage's word; anything unknown (`maintenance`) counts as none.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "minor" => Self::Minor,
+            "major" => Self::Major,
+            "critical" => Self::Critical,
+            _ => Self::None,
+        }
+    }
 }
 
 impl std::fmt::Debug for StatusSettings {
@@ -324,6 +397,10 @@ impl std::fmt::Debug for StatusSettings {
         f.debug_struct("StatusSettings")
             .field("url", &self.url.as_deref().map(masked_url))
             .field("login_components", &self.login_components)
+            .field("poll_secs", &self.poll_secs)
+            .field("webhook_secret", &self.webhook_secret)
+            .field("subscription_days", &self.subscription_days)
+            .field("announce", &self.announce)
             .finish()
     }
 }
@@ -337,6 +414,10 @@ impl Default for StatusSettings {
                 "Authentication".into(),
                 "Email delivery".into(),
             ],
+            poll_secs: 30,
+            webhook_secret: None,
+            subscription_days: 7,
+            announce: Vec::new(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct LaneCaps {
 struct Window {
     per_second: usize,
     sent: Mutex<VecDeque<Instant>>,
+    /// Waiters queue here (a fair lock), so thousands of waiting sends wake
+    /// one at a time, in order.
+    queue: tokio::sync::Mutex<()>,
 }
 
 impl LaneCaps {
@@ -30,6 +33,7 @@ impl LaneCaps {
             (n > 0).then(|| Window {
                 per_second: n as usize,
                 sent: Mutex::default(),
+                queue: tokio::sync::Mutex::new(()),
             })
         };
         Self {
@@ -45,6 +49,7 @@ impl LaneCaps {
             Lane::Bulk => &self.bulk,
         };
         let Some(w) = window else { return };
+        let _turn = w.queue.lock().await;
         loop {
             let wait = {
                 let now = Instant::now();

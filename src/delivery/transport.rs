@@ -62,6 +62,12 @@ pub trait Transport: Send + Sync {
 
     async fn delete(&self, to: &ChatRef, message: &MessageRef) -> Result<(), TransportError>;
 
+    /// Waits for the bulk lane's bot-wide slot and takes it. Delivery calls
+    /// it before it claims a bulk entry and then sends that entry at once;
+    /// `send` and `edit` take no bulk slot themselves. Waiters are served
+    /// in order.
+    async fn bulk_slot(&self) {}
+
     /// A short notice that needs no answer: by default, a plain message.
     async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError> {
         self.send(to, lane, text, &[]).await.map(drop)

@@ -5,7 +5,10 @@
 
 use super::{Delivery, Outcome, Transport, TransportError};
 use crate::domain::{ChatRef, MessageRef, Millis, now_millis};
-use crate::engine::Outbound;
+use crate::engine::{Lane, Outbound};
+
+/// Why a bulk entry a crash left in doubt was not sent again.
+pub const IN_DOUBT_BULK: &str = "in doubt after a restart; a bulk message is never sent twice";
 use crate::engine::ports::{NextEntry, OutboxEntry, OutboxState, Settled, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +41,7 @@ impl Delivery {
                     next = self.store.take_next(&chat, now_millis()).await;
                     continue;
                 }
-                Ok(Some(found)) => self.step(found).await,
+                Ok(Some(found)) => self.step(transport.as_ref(), found).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery: cannot read the outbox");
                     Step::Later(Duration::from_secs(1))
@@ -65,15 +68,22 @@ impl Delivery {
     }
 
     /// Decides about the chat's head entry: send it now, or wait.
-    async fn step(&self, found: NextEntry) -> Step {
+    async fn step(&self, transport: &dyn Transport, found: NextEntry) -> Step {
         let NextEntry { mut entry, claimed } = found;
         if claimed {
             return Step::Send(Box::new(entry));
         }
-        if entry.state == OutboxState::Attempted
-            && let Some(wait) = self.in_doubt_wait(&entry, now_millis())
-        {
-            return Step::Later(wait);
+        if entry.state == OutboxState::Attempted {
+            if let Some(wait) = self.in_doubt_wait(&entry, now_millis()) {
+                return Step::Later(wait);
+            }
+            if entry.lane == Lane::Bulk {
+                return self.give_up_in_doubt(&entry).await;
+            }
+        }
+        if entry.lane == Lane::Bulk {
+            // Claimed only once its slot has come, so it goes out at once.
+            transport.bulk_slot().await;
         }
         let now = now_millis();
         match self.store.claim_entry(entry.id, entry.attempts, now).await {
@@ -129,6 +139,25 @@ impl Delivery {
         }
     }
 
+    /// A bulk send (a subscriber notice, an announcement) that a crash left
+    /// in doubt is not sent again: nobody gets a notice twice. An
+    /// announcement whose post was lost this way is posted again by its
+    /// next edit.
+    async fn give_up_in_doubt(&self, entry: &OutboxEntry) -> Step {
+        tracing::warn!(chat = %entry.to, entry = entry.id, "delivery: a bulk message was in flight during a crash; not sending it twice");
+        match self
+            .store
+            .entry_failed(entry.id, IN_DOUBT_BULK, now_millis())
+            .await
+        {
+            Ok(()) => Step::Later(Duration::ZERO),
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery: cannot record an outcome");
+                Step::Later(Duration::from_secs(1))
+            }
+        }
+    }
+
     /// How long an entry a crash left in doubt still waits for proof; `None`
     /// once its grace is over.
     fn in_doubt_wait(&self, entry: &OutboxEntry, now: Millis) -> Option<Duration> {
@@ -154,19 +183,33 @@ impl Delivery {
                 .await
                 .map(Some),
             // An edit's message id is already known under its key.
-            Outbound::Edit { key, text, buttons } => {
-                let message = self
+            Outbound::Edit {
+                key,
+                text,
+                buttons,
+                repost,
+            } => {
+                let edited = match self
                     .store
                     .keyed_message(to, key)
                     .await
                     .map_err(|e| TransportError::transient(e.to_string()))?
-                    .ok_or_else(|| {
-                        TransportError::Permanent(format!("no message was sent under {key:?}"))
-                    })?;
-                transport
-                    .edit(to, entry.lane, &message, text, buttons)
-                    .await
-                    .map(|()| None)
+                {
+                    Some(message) => transport
+                        .edit(to, entry.lane, &message, text, buttons)
+                        .await
+                        .map(|()| None),
+                    None => Err(TransportError::Permanent(format!(
+                        "no message was sent under {key:?}"
+                    ))),
+                };
+                match edited {
+                    Err(TransportError::Permanent(reason)) if *repost => {
+                        tracing::warn!(chat = %to, entry = entry.id, %reason, "delivery: the message can no longer be edited; posting it again");
+                        transport.send(to, entry.lane, text, buttons).await.map(Some)
+                    }
+                    other => other,
+                }
             }
             Outbound::ClearButtons { message_id } => {
                 transport.clear_buttons(to, message_id).await.map(|()| None)
@@ -194,6 +237,14 @@ impl Delivery {
         if let Err(e) = &next {
             // The platform has it; at worst it is sent again after a crash.
             tracing::warn!(error = %e, "delivery: cannot record an outcome");
+        }
+        if entry.lane == Lane::Bulk
+            && let Settled::Failed(_) = &outcome
+        {
+            // A person who blocked the bot hears nothing more from it.
+            if let Err(e) = self.store.drop_subscriptions(&entry.to).await {
+                tracing::warn!(error = %e, "delivery: cannot drop subscriptions");
+            }
         }
         let _ = self.outcomes.send(Outcome {
             chat: entry.to.clone(),

@@ -91,6 +91,10 @@ pub enum Outbound {
         key: String,
         text: String,
         buttons: Vec<OutButton>,
+        /// When the message can no longer be edited (deleted, too old, never
+        /// sent), post the text anew under `key` instead (an announcement).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        repost: bool,
     },
     /// Remove the buttons from an earlier message (its platform id).
     ClearButtons { message_id: MessageRef },

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod ports;
 pub mod redact;
 mod state;
+pub mod status;
 mod template;
 mod text;
 mod turn;
@@ -282,6 +283,7 @@ impl Engine {
             outbox: envelopes_of(&chat, &reply.actions),
             rate_hits: out.rate_hits,
             seen_message,
+            subscriptions: out.subscriptions,
         };
         (reply, commit)
     }

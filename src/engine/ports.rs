@@ -112,6 +112,8 @@ pub struct TurnCommit {
     /// button sits on). If the store does not know it, it is the proof that
     /// an attempted, unconfirmed send did arrive.
     pub seen_message: Option<(ChatRef, MessageRef)>,
+    /// "Tell me when it's fixed" subscriptions made or cancelled.
+    pub subscriptions: Vec<SubscriptionChange>,
 }
 
 impl TurnCommit {
@@ -135,6 +137,7 @@ impl TurnCommit {
             outbox,
             rate_hits: Vec::new(),
             seen_message: None,
+            subscriptions: Vec::new(),
         }
     }
 }
@@ -177,6 +180,7 @@ pub struct PurgeReport {
     pub idempotency_records: u64,
     pub rate_limit_counters: u64,
     pub outbox_entries: u64,
+    pub subscriptions: u64,
 }
 
 #[async_trait]
@@ -253,6 +257,8 @@ pub struct PurgeBefore {
     pub rate_limits: Millis,
     /// Delivered and failed outbox entries last touched before this.
     pub outbox: Millis,
+    /// Status subscriptions that expire before this.
+    pub subscriptions: Millis,
 }
 
 /// Hears that a commit queued messages for a chat, so they go out at once
@@ -339,7 +345,9 @@ pub enum Settled {
 /// defaults compose the finer calls).
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
-    /// The chat's first open entry, claimed if it was pending.
+    /// The chat's first open entry, claimed if it was a pending reply. A
+    /// bulk entry is left unclaimed: delivery claims it once its bot-wide
+    /// slot has come, so a crash never leaves a queue of bulk sends in doubt.
     async fn take_next(
         &self,
         chat: &ChatRef,
@@ -349,6 +357,7 @@ pub trait OutboxStore: Send + Sync {
             return Ok(None);
         };
         let claimed = entry.state == OutboxState::Pending
+            && entry.lane == Lane::Interactive
             && self.claim_entry(entry.id, entry.attempts, now).await?;
         if claimed {
             entry.state = OutboxState::Attempted;
@@ -480,13 +489,123 @@ pub trait AuditLog: Send + Sync {
     async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// A "tell me when it's fixed" subscription: `chat` hears once when
+/// `incident` is resolved, unless it expires first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub chat: ChatRef,
+    pub incident: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// Adds (or renews) a subscription.
+    Subscribe(Subscription),
+    /// Drops every subscription of a chat (`/stop`, a blocked bot).
+    UnsubscribeAll(ChatRef),
+}
+
+/// The status watcher's stored view of the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRecord {
+    /// The tracked incidents and components (JSON the watcher owns).
+    pub state: String,
+    /// The page's validators, sent back as `If-None-Match` /
+    /// `If-Modified-Since`.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Bumped by every commit; 0 means "nothing stored yet".
+    pub version: i64,
+    pub updated_at: Millis,
+}
+
+/// One watcher pass, committed atomically: the new view, the
+/// announcements it causes, and the notices to subscribers of resolved
+/// incidents (their subscriptions end in the same transaction).
+#[derive(Debug, Clone)]
+pub struct StatusCommit {
+    /// The version the pass started from: the commit only happens if it is
+    /// still the stored one (another instance may have committed first).
+    pub expected_version: i64,
+    pub state: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub at: Millis,
+    /// Announcement posts and edits.
+    pub outbox: Vec<Envelope>,
+    /// For each resolved incident, the notice every live subscriber gets
+    /// (on the bulk lane).
+    pub notify: Vec<(String, Outbound)>,
+}
+
+/// What a status commit queued: the chats to wake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCommitted {
+    pub chats: Vec<ChatRef>,
+    /// Subscribers notified.
+    pub notified: u64,
+}
+
+impl StatusCommitted {
+    /// The distinct chats of `envelopes`, in order of first appearance.
+    pub fn of(envelopes: &[Envelope], notified: u64) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let chats = envelopes
+            .iter()
+            .filter(|e| seen.insert(&e.to))
+            .map(|e| e.to.clone())
+            .collect();
+        Self { chats, notified }
+    }
+}
+
+#[async_trait]
+pub trait StatusStore: Send + Sync {
+    async fn status_record(&self) -> Result<Option<StatusRecord>, StoreError>;
+
+    /// Commits a watcher pass (see [`StatusCommit`]). `None` when the
+    /// stored version moved on: nothing was written.
+    async fn commit_status(
+        &self,
+        commit: StatusCommit,
+    ) -> Result<Option<StatusCommitted>, StoreError>;
+
+    /// The live subscriptions to an incident (tools and tests).
+    async fn subscriptions(
+        &self,
+        incident: &str,
+        now: Millis,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Drops every subscription of a chat (a permanent delivery failure:
+    /// the user blocked the bot). Returns how many went.
+    async fn drop_subscriptions(&self, chat: &ChatRef) -> Result<u64, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`; true
+    /// while `holder` holds it. Another holder gets it only once it expired.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up (a clean shutdown), so another instance need not
+    /// wait for it to expire.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
 /// Everything the bot keeps: one interface, several backends.
 pub trait Store:
-    ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore
+    ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore + StatusStore
 {
 }
 
-impl<T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore> Store
-    for T
+impl<
+    T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore + StatusStore,
+> Store for T
 {
 }

@@ -8,6 +8,7 @@ use super::actions::{AccountActions, ActionRequest};
 use super::messages::{Input, OutButton, Outbound};
 use super::ports::{
     AuditEntry, EscalationRecord, FeedbackRecord, RateDecision, RateHit, RateLimitStore,
+    SubscriptionChange,
 };
 use super::redact::{SecretKind, redact};
 use super::state::{Conversation, EngineState, Verified};
@@ -60,6 +61,8 @@ pub(super) struct TurnOutput {
     pub feedback: Vec<FeedbackRecord>,
     /// Rate-limit hits to count in the commit.
     pub rate_hits: Vec<RateHit>,
+    /// Status subscriptions made or cancelled.
+    pub subscriptions: Vec<SubscriptionChange>,
     /// False when nothing may change (a stale or forged button).
     pub commit: bool,
 }

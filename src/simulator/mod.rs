@@ -151,6 +151,7 @@ fn router(sim: Sim) -> Router {
         .merge(api)
         .merge(admin)
         .route("/api/v2/summary.json", get(summary))
+        .route("/api/v2/incidents.json", get(incidents))
         .route("/reset/{token}", get(reset_page))
         .with_state(sim)
 }
@@ -485,8 +486,41 @@ async fn reset_two_factor(
 
 // ---- status page and reset page ------------------------------------------
 
-async fn summary(State(sim): State<Sim>) -> Response {
-    Json(status::summary(&sim.world())).into_response()
+async fn summary(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    let body = status::summary(&sim.world());
+    with_validators(&body, &headers)
+}
+
+async fn incidents(State(sim): State<Sim>, headers: HeaderMap) -> Response {
+    let body = status::incidents(&sim.world());
+    with_validators(&body, &headers)
+}
+
+/// The page as JSON with an `ETag` (a hash of the body), or `304 Not
+/// Modified` when the caller's `If-None-Match` is still current.
+fn with_validators<T: serde::Serialize>(body: &T, headers: &HeaderMap) -> Response {
+    use std::hash::{Hash, Hasher};
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    let etag = format!("\"{:016x}\"", h.finish());
+    let fresh = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    response
 }
 
 async fn reset_page() -> Response {

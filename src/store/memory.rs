@@ -8,9 +8,11 @@ use crate::engine::Outbound;
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
     IdempotencyStore, OutboxEntry, OutboxState, OutboxStore, ProcessedEvent, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
-    TurnCommit,
+    PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
+    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
+    TranscriptEntry, TurnCommit,
 };
+use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -31,6 +33,11 @@ struct Tables {
     next_outbox_id: i64,
     last_seq: HashMap<ChatRef, i64>,
     keyed: HashMap<(ChatRef, String), MessageRef>,
+    status: Option<StatusRecord>,
+    /// (incident, chat) → subscription.
+    subscriptions: BTreeMap<(String, ChatRef), Subscription>,
+    /// Lease name → (holder, expires at).
+    leases: HashMap<String, (String, Millis)>,
 }
 
 /// In-memory store. Keeps transcripts only when asked to, so a long
@@ -126,6 +133,9 @@ impl ConversationStore for MemoryStore {
         if let Some((chat, message)) = &turn.seen_message {
             t.bind_seen(chat, message, turn.at);
         }
+        for change in turn.subscriptions {
+            t.subscription_change(change);
+        }
         for envelope in turn.outbox {
             t.append(envelope, turn.event.clone(), turn.at);
         }
@@ -203,6 +213,10 @@ impl ConversationStore for MemoryStore {
                 || e.updated_at >= before.outbox
         });
         report.outbox_entries = (n - t.outbox.len()) as u64;
+        let n = t.subscriptions.len();
+        t.subscriptions
+            .retain(|_, s| s.expires_at > before.subscriptions);
+        report.subscriptions = (n - t.subscriptions.len()) as u64;
         Ok(report)
     }
 }
@@ -266,6 +280,34 @@ impl Tables {
                 updated_at: at,
             },
         );
+    }
+
+    fn subscription_change(&mut self, change: SubscriptionChange) {
+        match change {
+            SubscriptionChange::Subscribe(s) => {
+                let key = (s.incident.clone(), s.chat.clone());
+                match self.subscriptions.get_mut(&key) {
+                    Some(old) => old.expires_at = s.expires_at,
+                    None => {
+                        self.subscriptions.insert(key, s);
+                    }
+                }
+            }
+            SubscriptionChange::UnsubscribeAll(chat) => {
+                self.subscriptions.retain(|(_, c), _| *c != chat);
+            }
+        }
+    }
+
+    fn subscribers(&self, incident: &str, now: Millis) -> Vec<Subscription> {
+        let mut subs: Vec<Subscription> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.incident == incident && s.expires_at > now)
+            .cloned()
+            .collect();
+        subs.sort_by(|a, b| (a.created_at, &a.chat).cmp(&(b.created_at, &b.chat)));
+        subs
     }
 
     fn bind_seen(&mut self, chat: &ChatRef, message: &MessageRef, at: Millis) {
@@ -352,7 +394,7 @@ impl OutboxStore for MemoryStore {
         e.message = message.cloned();
         e.updated_at = now;
         let keyed = match (&e.op, message) {
-            (Outbound::Message { key: Some(k), .. }, Some(m)) => {
+            (Outbound::Message { key: Some(k), .. } | Outbound::Edit { key: k, .. }, Some(m)) => {
                 Some(((e.to.clone(), k.clone()), m.clone()))
             }
             _ => None,
@@ -441,5 +483,89 @@ impl AuditLog for MemoryStore {
     async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let t = self.tables();
         Ok(t.audit.iter().rev().take(limit as usize).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl StatusStore for MemoryStore {
+    async fn status_record(&self) -> Result<Option<StatusRecord>, StoreError> {
+        Ok(self.tables().status.clone())
+    }
+
+    async fn commit_status(
+        &self,
+        c: StatusCommit,
+    ) -> Result<Option<StatusCommitted>, StoreError> {
+        let mut t = self.tables();
+        let stored = t.status.as_ref().map_or(0, |r| r.version);
+        if stored != c.expected_version {
+            return Ok(None);
+        }
+        t.status = Some(StatusRecord {
+            state: c.state,
+            etag: c.etag,
+            last_modified: c.last_modified,
+            version: stored + 1,
+            updated_at: c.at,
+        });
+        let mut envelopes = c.outbox;
+        let mut notified = 0;
+        for (incident, notice) in c.notify {
+            for sub in t.subscribers(&incident, c.at) {
+                envelopes.push(Envelope {
+                    to: sub.chat,
+                    op: notice.clone(),
+                    lane: Lane::Bulk,
+                });
+                notified += 1;
+            }
+            t.subscriptions.retain(|(i, _), _| *i != incident);
+        }
+        let committed = StatusCommitted::of(&envelopes, notified);
+        for envelope in envelopes {
+            t.append(envelope, None, c.at);
+        }
+        Ok(Some(committed))
+    }
+
+    async fn subscriptions(
+        &self,
+        incident: &str,
+        now: Millis,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.tables().subscribers(incident, now))
+    }
+
+    async fn drop_subscriptions(&self, chat: &ChatRef) -> Result<u64, StoreError> {
+        let mut t = self.tables();
+        let n = t.subscriptions.len();
+        t.subscriptions.retain(|(_, c), _| c != chat);
+        Ok((n - t.subscriptions.len()) as u64)
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.tables();
+        match t.leases.get(name) {
+            Some((h, expires)) if h != holder && *expires > now => Ok(false),
+            _ => {
+                t.leases
+                    .insert(name.to_string(), (holder.to_string(), until));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if t.leases.get(name).is_some_and(|(h, _)| h == holder) {
+            t.leases.remove(name);
+        }
+        Ok(())
     }
 }

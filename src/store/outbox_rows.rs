@@ -22,8 +22,11 @@ pub(crate) fn by_chat(envelopes: &[Envelope]) -> Result<Vec<(ChatRef, Vec<NewRow
             lane: e.lane.as_str(),
             op: serde_json::to_string(&e.op)
                 .map_err(|err| StoreError::Corrupt(format!("outbox op: {err}")))?,
+            // A re-posted edit's new message replaces the old one under
+            // the same key.
             key: match &e.op {
                 Outbound::Message { key, .. } => key.clone(),
+                Outbound::Edit { key, .. } => Some(key.clone()),
                 _ => None,
             },
         };

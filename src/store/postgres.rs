@@ -11,9 +11,11 @@ use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, 
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
     IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StoreError, StoredConversation, TranscriptEntry,
-    TurnCommit,
+    PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
+    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
+    TranscriptEntry, TurnCommit,
 };
+use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
@@ -162,7 +164,16 @@ impl ConversationStore for PostgresStore {
                 .await
                 .map_err(backend_err)?;
         }
-        write_outbox(&mut tx, &turn).await?;
+        for change in &turn.subscriptions {
+            write_subscription(&mut tx, change).await?;
+        }
+        write_outbox(
+            &mut tx,
+            &turn.outbox,
+            turn.event.as_ref().map(|e| e.as_str().to_string()),
+            turn.at,
+        )
+        .await?;
         tx.commit().await.map_err(backend_err)?;
         Ok(version)
     }
@@ -273,6 +284,7 @@ impl ConversationStore for PostgresStore {
             idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency).await?,
             rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits).await?,
             outbox_entries: run(q::PURGE_OUTBOX, before.outbox).await?,
+            subscriptions: run(q::PURGE_SUBSCRIPTIONS, before.subscriptions).await?,
         };
         tx.commit().await.map_err(backend_err)?;
         Ok(report)
@@ -394,8 +406,13 @@ async fn write_records(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), 
 }
 
 /// Appends the turn's envelopes, each chat's after its last sequence number.
-async fn write_outbox(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), StoreError> {
-    for (chat, rows) in outbox_rows::by_chat(&turn.outbox)? {
+async fn write_outbox(
+    tx: &mut AnyConnection,
+    envelopes: &[Envelope],
+    event: Option<String>,
+    at: Millis,
+) -> Result<(), StoreError> {
+    for (chat, rows) in outbox_rows::by_chat(envelopes)? {
         let n = rows.len() as i64;
         let last: i64 = sqlx::query_scalar(q::OUTBOX_RESERVE)
             .bind(chat.channel.as_str())
@@ -412,14 +429,67 @@ async fn write_outbox(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), S
                 .bind(row.lane)
                 .bind(row.op)
                 .bind(row.key)
-                .bind(turn.event.as_ref().map(|e| e.as_str().to_string()))
-                .bind(turn.at)
+                .bind(event.clone())
+                .bind(at)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
         }
     }
     Ok(())
+}
+
+async fn write_subscription(
+    tx: &mut AnyConnection,
+    change: &SubscriptionChange,
+) -> Result<(), StoreError> {
+    match change {
+        SubscriptionChange::Subscribe(s) => sqlx::query(q::SUBSCRIBE)
+            .bind(s.chat.channel.as_str())
+            .bind(&s.chat.chat)
+            .bind(&s.incident)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map(drop),
+        SubscriptionChange::UnsubscribeAll(chat) => sqlx::query(q::UNSUBSCRIBE_CHAT)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .execute(&mut *tx)
+            .await
+            .map(drop),
+    }
+    .map_err(backend_err)
+}
+
+async fn subscribers<'c, E>(
+    executor: E,
+    incident: &str,
+    now: Millis,
+) -> Result<Vec<Subscription>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query(q::SUBSCRIBERS)
+        .bind(incident)
+        .bind(now)
+        .fetch_all(executor)
+        .await
+        .map_err(backend_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(Subscription {
+                chat: outbox_rows::chat_ref(
+                    &r.try_get::<String, _>(0).map_err(backend_err)?,
+                    r.try_get(1).map_err(backend_err)?,
+                )?,
+                incident: incident.to_string(),
+                created_at: r.try_get(2).map_err(backend_err)?,
+                expires_at: r.try_get(3).map_err(backend_err)?,
+            })
+        })
+        .collect()
 }
 
 /// A conversation key from three columns starting at `first`.
@@ -589,6 +659,122 @@ impl OutboxStore for PostgresStore {
             .await
             .map_err(backend_err)?;
         rows.iter().map(entry_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl StatusStore for PostgresStore {
+    async fn status_record(&self) -> Result<Option<StatusRecord>, StoreError> {
+        let row = sqlx::query(q::STATUS_RECORD)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        row.map(|r| {
+            Ok(StatusRecord {
+                state: r.try_get(0).map_err(backend_err)?,
+                etag: r.try_get(1).map_err(backend_err)?,
+                last_modified: r.try_get(2).map_err(backend_err)?,
+                version: r.try_get(3).map_err(backend_err)?,
+                updated_at: r.try_get(4).map_err(backend_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "postgres"))]
+    async fn commit_status(
+        &self,
+        c: StatusCommit,
+    ) -> Result<Option<StatusCommitted>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend_err)?;
+        let written = if c.expected_version == 0 {
+            sqlx::query(q::STATUS_INSERT)
+                .bind(&c.state)
+                .bind(c.etag.clone())
+                .bind(c.last_modified.clone())
+                .bind(c.at)
+        } else {
+            sqlx::query(q::STATUS_UPDATE)
+                .bind(&c.state)
+                .bind(c.etag.clone())
+                .bind(c.last_modified.clone())
+                .bind(c.at)
+                .bind(c.expected_version)
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?
+        .rows_affected();
+        if written == 0 {
+            return Ok(None);
+        }
+        let mut envelopes = c.outbox.clone();
+        let mut notified = 0;
+        for (incident, notice) in &c.notify {
+            for sub in subscribers(&mut *tx, incident, c.at).await? {
+                envelopes.push(Envelope {
+                    to: sub.chat,
+                    op: notice.clone(),
+                    lane: Lane::Bulk,
+                });
+                notified += 1;
+            }
+            sqlx::query(q::END_SUBSCRIPTIONS)
+                .bind(incident)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
+        write_outbox(&mut tx, &envelopes, None, c.at).await?;
+        tx.commit().await.map_err(backend_err)?;
+        Ok(Some(StatusCommitted::of(&envelopes, notified)))
+    }
+
+    async fn subscriptions(
+        &self,
+        incident: &str,
+        now: Millis,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        subscribers(&self.pool, incident, now).await
+    }
+
+    async fn drop_subscriptions(&self, chat: &ChatRef) -> Result<u64, StoreError> {
+        Ok(sqlx::query(q::UNSUBSCRIBE_CHAT)
+            .bind(chat.channel.as_str())
+            .bind(&chat.chat)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?
+            .rows_affected())
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(q::TRY_LEASE)
+            .bind(name)
+            .bind(holder)
+            .bind(until)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?
+            .rows_affected()
+            == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query(q::RELEASE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
     }
 }
 

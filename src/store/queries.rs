@@ -128,3 +128,35 @@ pub const KEYED_MESSAGE_UPSERT: &str = "INSERT INTO keyed_messages (channel, cha
 
 pub const KEYED_MESSAGE: &str = "SELECT message_ref FROM keyed_messages \
      WHERE channel = $1 AND chat_id = $2 AND logical_key = $3";
+
+// Status announcements and subscriptions (0006).
+
+pub const STATUS_RECORD: &str =
+    "SELECT state, etag, last_modified, version, updated_at FROM status_page WHERE id = 1";
+
+pub const STATUS_INSERT: &str = "INSERT INTO status_page (id, state, etag, last_modified, version, updated_at) \
+     VALUES (1, $1, $2, $3, 1, $4) ON CONFLICT (id) DO NOTHING";
+
+pub const STATUS_UPDATE: &str = "UPDATE status_page SET state = $1, etag = $2, last_modified = $3, \
+     version = version + 1, updated_at = $4 WHERE id = 1 AND version = $5";
+
+pub const SUBSCRIBE: &str = "INSERT INTO status_subscriptions (channel, chat_id, incident_id, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (incident_id, channel, chat_id) \
+     DO UPDATE SET expires_at = excluded.expires_at";
+
+pub const UNSUBSCRIBE_CHAT: &str =
+    "DELETE FROM status_subscriptions WHERE channel = $1 AND chat_id = $2";
+
+pub const SUBSCRIBERS: &str = "SELECT channel, chat_id, created_at, expires_at FROM status_subscriptions \
+     WHERE incident_id = $1 AND expires_at > $2 ORDER BY created_at, channel, chat_id";
+
+pub const END_SUBSCRIPTIONS: &str = "DELETE FROM status_subscriptions WHERE incident_id = $1";
+
+pub const PURGE_SUBSCRIPTIONS: &str = "DELETE FROM status_subscriptions WHERE expires_at <= $1";
+
+/// Takes the lease if it is free, expired or already ours.
+pub const TRY_LEASE: &str = "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+     WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
+
+pub const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";

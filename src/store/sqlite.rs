@@ -20,9 +20,11 @@ use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, 
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
     IdempotencyRecord, IdempotencyStore, NextEntry, OutboxEntry, OutboxState, OutboxStore,
-    ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore, Settled, StoreError,
-    StoredConversation, TranscriptEntry, TurnCommit,
+    ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore, Settled, StatusCommit,
+    StatusCommitted, StatusRecord, StatusStore, StoreError, StoredConversation, Subscription,
+    SubscriptionChange, TranscriptEntry, TurnCommit,
 };
+use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::path::Path;
@@ -398,7 +400,27 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
             })
             .map_err(db_err)?;
     }
-    for (chat, rows) in outbox_rows::by_chat(&turn.outbox)? {
+    for change in &turn.subscriptions {
+        write_subscription(conn, change)?;
+    }
+    append_outbox(
+        conn,
+        &turn.outbox,
+        turn.event.as_ref().map(EventId::as_str),
+        now,
+    )?;
+    Ok(version)
+}
+
+/// Appends envelopes to the outbox with the next sequence numbers of their
+/// chats.
+fn append_outbox(
+    conn: &Connection,
+    envelopes: &[Envelope],
+    event: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    for (chat, rows) in outbox_rows::by_chat(envelopes)? {
         let last: i64 = conn
             .prepare_cached(q::OUTBOX_RESERVE)
             .and_then(|mut s| {
@@ -419,13 +441,107 @@ fn commit_turn(conn: &Connection, turn: &TurnCommit) -> Result<i64, StoreError> 
                     row.lane,
                     row.op,
                     row.key,
-                    turn.event.as_ref().map(EventId::as_str),
+                    event,
                     now
                 ])
                 .map_err(db_err)?;
         }
     }
-    Ok(version)
+    Ok(())
+}
+
+fn write_subscription(conn: &Connection, change: &SubscriptionChange) -> Result<(), StoreError> {
+    match change {
+        SubscriptionChange::Subscribe(s) => conn
+            .prepare_cached(q::SUBSCRIBE)
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.chat.channel.as_str(),
+                    s.chat.chat,
+                    s.incident,
+                    s.created_at,
+                    s.expires_at
+                ])
+            }),
+        SubscriptionChange::UnsubscribeAll(chat) => conn
+            .prepare_cached(q::UNSUBSCRIBE_CHAT)
+            .and_then(|mut st| st.execute(params![chat.channel.as_str(), chat.chat])),
+    }
+    .map(drop)
+    .map_err(db_err)
+}
+
+fn subscribers(
+    conn: &Connection,
+    incident: &str,
+    now: Millis,
+) -> Result<Vec<Subscription>, StoreError> {
+    let mut st = conn.prepare_cached(q::SUBSCRIBERS).map_err(db_err)?;
+    let rows = st
+        .query_map(params![incident, now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (channel, chat, created_at, expires_at) = row.map_err(db_err)?;
+        out.push(Subscription {
+            chat: outbox_rows::chat_ref(&channel, chat)?,
+            incident: incident.to_string(),
+            created_at,
+            expires_at,
+        });
+    }
+    Ok(out)
+}
+
+/// A watcher pass: the version check, the new view, the announcements, and
+/// each resolved incident's subscribers turned into bulk notices.
+fn commit_status(
+    conn: &Connection,
+    c: &StatusCommit,
+) -> Result<Option<StatusCommitted>, StoreError> {
+    let written = if c.expected_version == 0 {
+        conn.prepare_cached(q::STATUS_INSERT).and_then(|mut s| {
+            s.execute(params![c.state, c.etag, c.last_modified, c.at])
+        })
+    } else {
+        conn.prepare_cached(q::STATUS_UPDATE).and_then(|mut s| {
+            s.execute(params![
+                c.state,
+                c.etag,
+                c.last_modified,
+                c.at,
+                c.expected_version
+            ])
+        })
+    }
+    .map_err(db_err)?;
+    if written == 0 {
+        return Ok(None);
+    }
+    let mut envelopes = c.outbox.clone();
+    let mut notified = 0;
+    for (incident, notice) in &c.notify {
+        for sub in subscribers(conn, incident, c.at)? {
+            envelopes.push(Envelope {
+                to: sub.chat,
+                op: notice.clone(),
+                lane: Lane::Bulk,
+            });
+            notified += 1;
+        }
+        conn.prepare_cached(q::END_SUBSCRIPTIONS)
+            .and_then(|mut s| s.execute(params![incident]))
+            .map_err(db_err)?;
+    }
+    append_outbox(conn, &envelopes, None, c.at)?;
+    Ok(Some(StatusCommitted::of(&envelopes, notified)))
 }
 
 fn write_conversation(conn: &Connection, c: &StoredConversation) -> Result<i64, StoreError> {
@@ -668,6 +784,7 @@ impl ConversationStore for SqliteStore {
                 idempotency_records: run(q::PURGE_IDEMPOTENCY, before.idempotency)?,
                 rate_limit_counters: run(q::PURGE_RATE_LIMITS, before.rate_limits)?,
                 outbox_entries: run(q::PURGE_OUTBOX, before.outbox)?,
+                subscriptions: run(q::PURGE_SUBSCRIPTIONS, before.subscriptions)?,
             })
         })
         .await
@@ -765,8 +882,9 @@ fn query_entries(
     Ok(out)
 }
 
-/// The chat's first open entry, claimed if pending (inside the caller's
-/// savepoint, so read and claim are one step).
+/// The chat's first open entry, claimed if a pending reply (inside the
+/// caller's savepoint, so read and claim are one step); see
+/// [`OutboxStore::take_next`].
 fn take_next(
     conn: &Connection,
     chat: &ChatRef,
@@ -780,8 +898,9 @@ fn take_next(
     .pop() else {
         return Ok(None);
     };
-    let claimed =
-        entry.state == OutboxState::Pending && claim(conn, entry.id, entry.attempts, now)?;
+    let claimed = entry.state == OutboxState::Pending
+        && entry.lane == Lane::Interactive
+        && claim(conn, entry.id, entry.attempts, now)?;
     if claimed {
         entry.state = OutboxState::Attempted;
         entry.attempts += 1;
@@ -946,6 +1065,86 @@ impl OutboxStore for SqliteStore {
                 &q::OUTBOX_CHAT,
                 params![chat.channel.as_str(), chat.chat],
             )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StatusStore for SqliteStore {
+    async fn status_record(&self) -> Result<Option<StatusRecord>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(q::STATUS_RECORD)
+                .and_then(|mut s| {
+                    s.query_row([], |r| {
+                        Ok(StatusRecord {
+                            state: r.get(0)?,
+                            etag: r.get(1)?,
+                            last_modified: r.get(2)?,
+                            version: r.get(3)?,
+                            updated_at: r.get(4)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = "sqlite"))]
+    async fn commit_status(
+        &self,
+        commit: StatusCommit,
+    ) -> Result<Option<StatusCommitted>, StoreError> {
+        self.run(move |conn| commit_status(conn, &commit)).await
+    }
+
+    async fn subscriptions(
+        &self,
+        incident: &str,
+        now: Millis,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let incident = incident.to_string();
+        self.read(move |conn| subscribers(conn, &incident, now))
+            .await
+    }
+
+    async fn drop_subscriptions(&self, chat: &ChatRef) -> Result<u64, StoreError> {
+        let chat = chat.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(q::UNSUBSCRIBE_CHAT)
+                .and_then(|mut s| s.execute(params![chat.channel.as_str(), chat.chat]))
+                .map(|n| n as u64)
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(q::TRY_LEASE)
+                .and_then(|mut s| s.execute(params![name, holder, until, now]))
+                .map(|n| n == 1)
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(q::RELEASE_LEASE)
+                .and_then(|mut s| s.execute(params![name, holder]))
+                .map(drop)
+                .map_err(db_err)
         })
         .await
     }

@@ -346,6 +346,7 @@ async fn the_purge_removes_settled_entries_only() {
                 idempotency: 0,
                 rate_limits: 0,
                 outbox: 100,
+                subscriptions: 0,
             })
             .await
             .unwrap();

@@ -54,6 +54,7 @@ fn turn(c: StoredConversation, event: Option<&str>, text: &str) -> TurnCommit {
         )],
         rate_hits: vec![],
         seen_message: None,
+        subscriptions: vec![],
         conversation: Some(c),
     }
 }
@@ -348,6 +349,7 @@ async fn purge_removes_only_what_is_older_than_the_cutoffs() {
                 idempotency: 5_000,
                 rate_limits: 5_000,
                 outbox: 5_000,
+                subscriptions: 0,
             })
             .await
             .unwrap();

@@ -77,6 +77,10 @@ pub(crate) fn is_dm_closed(reason: &str) -> bool {
 
 #[async_trait]
 impl Transport for DiscordTransport {
+    async fn bulk_slot(&self) {
+        self.caps.ready(Lane::Bulk).await;
+    }
+
     async fn send(
         &self,
         to: &ChatRef,
@@ -86,8 +90,11 @@ impl Transport for DiscordTransport {
     ) -> Result<MessageRef, TransportError> {
         let channel = self.channel(to).await?;
         let mut last = None;
-        for part in render::parts(text, buttons, false) {
-            self.caps.ready(lane).await;
+        for (i, part) in render::parts(text, buttons, false).into_iter().enumerate() {
+            // A bulk send's first slot was taken before it was claimed.
+            if lane == Lane::Interactive || i > 0 {
+                self.caps.ready(lane).await;
+            }
             let id = self
                 .core
                 .rest
@@ -108,7 +115,9 @@ impl Transport for DiscordTransport {
         buttons: &[OutButton],
     ) -> Result<(), TransportError> {
         let channel = self.channel(to).await?;
-        self.caps.ready(lane).await;
+        if lane == Lane::Interactive {
+            self.caps.ready(lane).await;
+        }
         let part = render::parts(text, buttons, false)
             .into_iter()
             .next()

@@ -144,9 +144,21 @@ impl Pacer {
                 Some(d) => tokio::time::sleep(d).await,
             }
         }
-        if let Pace::Message { lane, .. } = pace {
-            self.caps.ready(lane).await;
+        // The bulk lane's slot is taken before the send is claimed
+        // ([`Pacer::bulk_slot`]); an operator's cap on replies here.
+        if let Pace::Message {
+            lane: Lane::Interactive,
+            ..
+        } = pace
+        {
+            self.caps.ready(Lane::Interactive).await;
         }
+    }
+
+    /// Waits for the bulk lane's bot-wide slot and takes it (see
+    /// [`crate::delivery::Transport::bulk_slot`]).
+    pub async fn bulk_slot(&self) {
+        self.caps.ready(Lane::Bulk).await;
     }
 
     /// Reserves a slot at `now` and returns `None`, or returns how long to
@@ -296,6 +308,7 @@ mod tests {
         let pacer = Pacer::new();
         let start = Instant::now();
         for chat in 0..=BULK_PER_SECOND as i64 {
+            pacer.bulk_slot().await;
             pacer
                 .ready(Pace::Message {
                     chat,

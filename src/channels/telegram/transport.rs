@@ -51,6 +51,10 @@ fn outcome<T: Default>(r: Result<T, CallError>) -> Result<T, TransportError> {
 
 #[async_trait]
 impl Transport for TelegramTransport {
+    async fn bulk_slot(&self) {
+        self.api.pacer().bulk_slot().await;
+    }
+
     async fn send(
         &self,
         to: &ChatRef,
@@ -69,6 +73,9 @@ impl Transport for TelegramTransport {
         let last = chunks.len().saturating_sub(1);
         let mut sent = None;
         for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 && lane == Lane::Bulk {
+                self.api.pacer().bulk_slot().await;
+            }
             let kb = if i == last { keyboard(buttons) } else { None };
             let id = self
                 .api
