@@ -364,6 +364,8 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
     }
     while shown.try_recv().is_ok() {}
     let (stop_delivery, delivery_shutdown) = crate::shutdown::channel();
+    app.sync_status().await;
+    let watcher = app.spawn_status(delivery_shutdown.clone());
     let delivery = app.spawn_delivery(delivery_shutdown);
     let mut console = Console::new(app.engine.clone(), shown, user, mode);
     if let Some(sim) = &app.simulator {
@@ -376,6 +378,7 @@ async fn chat(settings: Settings, jsonl: bool, user: &str) -> ExitCode {
     }
     let result = console.run(shutdown_signal()).await;
     stop_delivery.fire();
+    let _ = watcher.await;
     let _ = delivery.await;
     app.shut_down().await;
     match result {
@@ -483,6 +486,26 @@ async fn serve(settings: Settings) -> ExitCode {
         .map(|()| Ok(())),
     );
     let delivery = app.spawn_delivery(shutdown.clone());
+    if let Some(secret) = &app.settings.status.webhook_secret {
+        let listen = app.settings.http.listen.trim();
+        if listen.is_empty() {
+            eprintln!("recoverbot: status.webhook_secret is set but http.listen is empty: set RECOVERBOT__HTTP__LISTEN (host:port)");
+            return ExitCode::from(2);
+        }
+        let listener = match crate::http::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("recoverbot: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let router = crate::status::webhook::router(app.status.clone(), secret);
+        tasks.spawn(
+            crate::http::serve(listener, router, shutdown.clone())
+                .map(|r| r.map_err(anyhow::Error::from)),
+        );
+    }
+    tasks.spawn(app.spawn_status(shutdown.clone()).map(|_| Ok(())));
     if telegram {
         tasks.spawn(crate::channels::telegram::run(
             app.engine.clone(),

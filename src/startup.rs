@@ -2,13 +2,13 @@
 //! migrates the database, loads and checks the flows (refusing to start on
 //! errors), builds the account actions and the engine.
 
-use crate::account_api::statuspage::StatusReader;
 use crate::account_api::{AccountClient, ApiActions, ClientOptions};
 use crate::config::Settings;
 use crate::delivery::{Delivery, DeliverySettings};
 use crate::engine::{AccountActions, Engine, EngineConfig};
 use crate::flow::{self, Diagnostic};
 use crate::simulator::{self, RunningSim};
+use crate::status::{Status, StatusConfig};
 use crate::store::{self, Database, OpenError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,9 @@ pub struct App {
     /// Sends what the engine (and later the desk and the announcer) queue;
     /// started by [`App::spawn_delivery`], fed by each channel's transport.
     pub delivery: Arc<Delivery>,
+    /// The status watcher (started by [`App::spawn_status`]), which keeps
+    /// the engine's status board current and announces incidents.
+    pub status: Arc<Status>,
     /// The in-process simulator, when the bot runs against it.
     pub simulator: Option<RunningSim>,
     /// A line for the operator: which account API is in use.
@@ -79,11 +82,24 @@ impl App {
         ));
         let delivery = Delivery::new(store.clone(), DeliverySettings::default());
         engine.set_waker(Arc::new(delivery.clone()));
+        let page = settings
+            .status
+            .url
+            .clone()
+            .or_else(|| simulator.as_ref().map(|s| s.url.clone()));
+        let status = Status::new(
+            store.clone(),
+            engine.status_board(),
+            Arc::new(delivery.clone()),
+            StatusConfig::from_settings(&settings, page.as_deref()).map_err(StartError::Config)?,
+        )
+        .map_err(StartError::Config)?;
         Ok(Self {
             settings,
             store,
             engine,
             delivery,
+            status,
             simulator,
             account_api_description: description,
         })
@@ -96,6 +112,19 @@ impl App {
         shutdown: crate::shutdown::Shutdown,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.delivery.clone().run(shutdown))
+    }
+
+    /// Watches the status page until `shutdown` fires.
+    pub fn spawn_status(&self, shutdown: crate::shutdown::Shutdown) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.status.clone().run(shutdown))
+    }
+
+    /// One look at the status page now, then the board (start-up, tests).
+    pub async fn sync_status(&self) {
+        if let Err(e) = self.status.poll_once().await {
+            tracing::warn!(error = %e, "status: cannot read the status page");
+        }
+        self.status.refresh_board().await;
     }
 
     pub async fn shut_down(self) {
@@ -146,23 +175,7 @@ async fn account_actions(
     };
     let client = AccountClient::new(&base_url, &token, ClientOptions::from(api), store)
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let status_base = settings
-        .status
-        .url
-        .clone()
-        .or_else(|| simulator.as_ref().map(|s| s.url.clone()));
-    let status = match status_base {
-        Some(url) => Some(
-            StatusReader::new(&url, Duration::from_millis(api.request_timeout_ms))
-                .map_err(StartError::Config)?,
-        ),
-        None => None,
-    };
-    let actions = ApiActions::new(
-        Arc::new(client),
-        status,
-        settings.status.login_components.clone(),
-    );
+    let actions = ApiActions::new(Arc::new(client));
     Ok((Arc::new(actions), simulator, description))
 }
 

@@ -1,10 +1,10 @@
 //! [`ApiActions`]: the engine's [`AccountActions`] port on the account API
-//! client and the status page. Turns API answers into flow outcomes and
+//! client. (The status actions are the engine's own: it answers them from
+//! its status board.) Turns API answers into flow outcomes and
 //! user-friendly variables ("delivered at 14:02 UTC", "about 90 seconds
 //! behind").
 
 use super::client::{AccountClient, ApiError};
-use super::statuspage::StatusReader;
 use crate::domain::{AccountId, Email, OneTimeCode};
 use crate::engine::{AccountActions, ActionRequest, ActionResult};
 use crate::flow::catalog::{ActionName, NOT_VERIFIED, RATE_LIMITED};
@@ -14,21 +14,11 @@ use std::sync::Arc;
 
 pub struct ApiActions {
     client: Arc<AccountClient>,
-    status: Option<StatusReader>,
-    login_components: Vec<String>,
 }
 
 impl ApiActions {
-    pub fn new(
-        client: Arc<AccountClient>,
-        status: Option<StatusReader>,
-        login_components: Vec<String>,
-    ) -> Self {
-        Self {
-            client,
-            status,
-            login_components,
-        }
+    pub fn new(client: Arc<AccountClient>) -> Self {
+        Self { client }
     }
 
     pub fn client(&self) -> &Arc<AccountClient> {
@@ -202,38 +192,10 @@ impl AccountActions for ApiActions {
                     Err(e) => failure(&e),
                 }
             }
-            ActionName::PlatformStatus => {
-                let Some(reader) = &self.status else {
-                    return ActionResult::unavailable();
-                };
-                match reader.summary().await {
-                    Ok(summary) => {
-                        let report = summary.report(&self.login_components);
-                        let outcome = match (&report.incident, report.login_affected) {
-                            (_, true) => "login_incident",
-                            (Some(_), false) => "other_incident",
-                            (None, false) => "operational",
-                        };
-                        let mut r = ActionResult::outcome(outcome)
-                            .with("status_description", report.description);
-                        if let Some(i) = report.incident {
-                            r = r
-                                .with("incident_name", i.name)
-                                .with("incident_update", i.latest_update)
-                                .with("affected_components", i.components.join(", "));
-                        } else if report.login_affected {
-                            r = r
-                                .with("incident_name", "degraded service")
-                                .with("affected_components", self.login_components.join(", "));
-                        }
-                        r
-                    }
-                    Err(problem) => {
-                        tracing::warn!(%problem, "status page unavailable");
-                        ActionResult::unavailable()
-                    }
-                }
-            }
+            // The engine answers these from its status board.
+            ActionName::PlatformStatus
+            | ActionName::SubscribeStatus
+            | ActionName::UnsubscribeStatus => ActionResult::unavailable(),
         }
     }
 }

@@ -36,7 +36,7 @@ use state::Conversation;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
-pub use turn::{EXPIRED_BUTTON, TOO_LONG};
+pub use turn::{EXPIRED_BUTTON, SUBSCRIBE_LABEL, TOO_LONG};
 use turn::{Turn, TurnEnv};
 
 /// Where the engine reads the time (a test can move it).
@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub understanding: crate::config::UnderstandingSettings,
     /// Longer messages are answered "too long" and cut before storing.
     pub max_message_chars: usize,
+    /// How long a "tell me when it's fixed" subscription lasts.
+    pub subscription_ms: Millis,
 }
 
 impl EngineConfig {
@@ -77,6 +79,9 @@ impl EngineConfig {
             limits: settings.rate_limits.clone(),
             understanding: settings.understanding.clone(),
             max_message_chars: settings.engine.max_message_chars.max(1),
+            subscription_ms: i64::try_from(settings.status.subscription_days.max(1))
+                .unwrap_or(7)
+                .saturating_mul(24 * 3_600_000),
             platform_vars: BTreeMap::from([
                 ("platform_name".into(), p.name.clone()),
                 ("login_url".into(), p.login_url.clone()),
@@ -107,6 +112,8 @@ pub struct Engine {
     config: EngineConfig,
     locks: locks::KeyedLocks,
     waker: OnceLock<Arc<dyn OutboxWaker>>,
+    /// The platform's status as the watcher last saw it.
+    status: Arc<status::StatusBoard>,
 }
 
 impl Engine {
@@ -134,7 +141,14 @@ impl Engine {
             config,
             locks: locks::KeyedLocks::default(),
             waker: OnceLock::new(),
+            status: status::StatusBoard::new(),
         }
+    }
+
+    /// The status board the engine reads (the status watcher keeps it
+    /// current).
+    pub fn status_board(&self) -> Arc<status::StatusBoard> {
+        self.status.clone()
     }
 
     /// Who hears that a commit queued outgoing messages (delivery). Set
@@ -229,6 +243,7 @@ impl Engine {
             actions: self.actions.as_ref(),
             limits: self.store.as_ref(),
             config: &self.config,
+            status: &self.status,
             now,
             key: &inbound.key,
             event: inbound.event_id.as_ref(),

@@ -38,16 +38,8 @@ pub struct StatusNow {
     pub incident: Option<IncidentNow>,
 }
 
-/// The status condition a step can branch on, as the flow language names it.
-pub const STATUS_CONDITIONS: &[&str] = &[
-    "operational",
-    "login_incident",
-    "other_incident",
-    "unknown",
-];
-
 impl StatusNow {
-    /// Which of [`STATUS_CONDITIONS`] holds (`unknown` is the board's
+    /// Which of [`STATUS_CONDITIONS`](crate::flow::catalog::STATUS_CONDITIONS) holds (`unknown` is the board's
     /// answer before the watcher's first look).
     pub fn condition(&self) -> &'static str {
         match (&self.incident, self.login_affected) {

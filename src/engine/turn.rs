@@ -26,7 +26,10 @@ use rand::Rng;
 use rand::distributions::Alphanumeric;
 use std::collections::BTreeMap;
 
+mod status;
 mod understand;
+
+pub use status::SUBSCRIBE_LABEL;
 
 /// Steps one turn may pass through before the engine assumes a loop.
 const MAX_HOPS: usize = 40;
@@ -42,6 +45,7 @@ pub(super) struct TurnEnv<'a> {
     pub actions: &'a dyn AccountActions,
     pub limits: &'a dyn RateLimitStore,
     pub config: &'a EngineConfig,
+    pub status: &'a crate::engine::status::StatusBoard,
     pub now: Millis,
     pub key: &'a ConversationKey,
     pub event: Option<&'a EventId>,
@@ -131,6 +135,23 @@ impl<'a> Turn<'a> {
                 self.show_buttons(conv, step);
             } else {
                 self.run_from(conv, flows.main()).await;
+            }
+            return self.finish();
+        }
+
+        // "Tell me when it's fixed" works from any message, whatever the
+        // conversation is doing, and leaves it where it is.
+        if let Input::Button(payload) = &input
+            && self.on_subscribe_button(payload)
+        {
+            if !is_new
+                && let Some(step) = flows.step(&Target {
+                    flow: conv.flow.clone(),
+                    step: conv.step.clone(),
+                })
+                && step.waits()
+            {
+                self.show_buttons(conv, step);
             }
             return self.finish();
         }
@@ -572,6 +593,11 @@ impl<'a> Turn<'a> {
                 target = flows.main();
                 continue;
             };
+            if let Some(branch) = self.status_branch(step) {
+                target = branch;
+                continue;
+            }
+            self.incident_notice(&target, &conv.flow.clone());
             conv.flow = target.flow.clone();
             conv.step = target.step.clone();
             conv.state.retries = 0;
@@ -683,6 +709,9 @@ impl<'a> Turn<'a> {
     /// Runs an action: verification gate, persisted rate limits, the call
     /// itself within the answer deadline. Returns the outcome.
     async fn perform(&mut self, conv: &mut Conversation, action: &Action) -> String {
+        if let Some(outcome) = self.status_action(conv, action.name) {
+            return outcome;
+        }
         self.actions_run += 1;
         let spec = action.name.spec();
         let now = self.env.now;

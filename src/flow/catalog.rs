@@ -16,6 +16,8 @@ pub enum ActionName {
     LoginStatus,
     DiagnoseTwoFactor,
     PlatformStatus,
+    SubscribeStatus,
+    UnsubscribeStatus,
 }
 
 /// What the flow language knows about one action.
@@ -153,7 +155,25 @@ pub const ACTIONS: &[ActionSpec] = &[
             "affected_components",
         ],
         needs_verified_account: false,
-        summary: "Reads the live status page.",
+        summary: "Reads the platform's status, as the watcher last saw it.",
+    },
+    ActionSpec {
+        name: ActionName::SubscribeStatus,
+        id: "subscribe_status",
+        inputs: &[],
+        outcomes: &["ok", "no_incident"],
+        outputs: &["incident_name"],
+        needs_verified_account: false,
+        summary: "\"Tell me when it's fixed\": subscribes the chat to the current incident.",
+    },
+    ActionSpec {
+        name: ActionName::UnsubscribeStatus,
+        id: "unsubscribe_status",
+        inputs: &[],
+        outcomes: &["ok", "none"],
+        outputs: &[],
+        needs_verified_account: false,
+        summary: "Cancels the chat's status subscriptions (`/stop`).",
     },
 ];
 
@@ -204,6 +224,14 @@ impl Validator {
         matches!(self, Self::Email | Self::Code6)
     }
 }
+
+/// The conditions a step's `status = { ... }` branch may test.
+pub const STATUS_CONDITIONS: &[&str] = &[
+    "operational",
+    "login_incident",
+    "other_incident",
+    "unknown",
+];
 
 /// Variables every message may use, filled from `[platform]`.
 pub const CONFIG_VARIABLES: &[&str] = &[

@@ -5,7 +5,9 @@
 //! one) and a hint. The same check runs at start-up; the bot refuses to start
 //! on errors, so the engine can trust every target, action and variable.
 
-use super::catalog::{ACTIONS, ActionName, CONFIG_VARIABLES, ENGINE_VARIABLES, Validator};
+use super::catalog::{
+    ACTIONS, ActionName, CONFIG_VARIABLES, ENGINE_VARIABLES, STATUS_CONDITIONS, Validator,
+};
 use super::model::*;
 use crate::domain::ChannelKind;
 use regex::{Regex, RegexBuilder};
@@ -275,6 +277,18 @@ impl Checker<'_> {
                         );
                     }
                     self.check_target(path, flow, &step.id, &format!("slot '{slot}'"), target);
+                }
+                for (condition, target) in &step.status {
+                    if !STATUS_CONDITIONS.contains(&condition.as_str()) {
+                        self.error(
+                            path,
+                            Some(&step.id),
+                            format!("unknown status condition '{condition}'"),
+                            Some(format!("status: {}", STATUS_CONDITIONS.join(", "))),
+                        );
+                    }
+                    let what = format!("status '{condition}'");
+                    self.check_target(path, flow, &step.id, &what, target);
                 }
             }
             for (step, examples) in entries {
@@ -847,6 +861,7 @@ impl Checker<'_> {
             raw.extend(a.on.values());
         }
         raw.extend(step.slots.values());
+        raw.extend(step.status.values());
         raw.into_iter()
             .filter_map(|r| self.resolve(flow, r).ok())
             .map(|t| t.to_string())
@@ -1207,6 +1222,11 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                         .iter()
                         .map(|(k, v)| (k.clone(), resolve(fid, v)))
                         .collect(),
+                    status: s
+                        .status
+                        .iter()
+                        .map(|(k, v)| (k.clone(), resolve(fid, v)))
+                        .collect(),
                     escalate: s.escalate.clone(),
                     end: s.end,
                 };
@@ -1228,6 +1248,7 @@ fn compile(files: &[(PathBuf, FlowFile)], version: String) -> FlowSet {
                 priority: file.flow.priority,
                 utility: file.flow.utility,
                 examples: file.flow.examples.clone(),
+                status_notice: file.flow.status_notice,
                 start: file.steps[0].id.clone(),
                 steps,
             },

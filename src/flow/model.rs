@@ -95,6 +95,10 @@ pub struct FlowHeader {
     /// classifier is trained on them (see `docs/understanding.md`).
     #[serde(default)]
     pub examples: Vec<String>,
+    /// While a login incident is on, entering the flow opens with one line
+    /// about it and a "tell me when it's fixed" button (login-help topics).
+    #[serde(default)]
+    pub status_notice: bool,
 }
 
 /// A phrase that works at every step ("menu", "talk to a human").
@@ -140,6 +144,12 @@ pub struct StepDef {
     /// on to this target, whose question the value then answers.
     #[serde(default)]
     pub slots: BTreeMap<String, String>,
+    /// Branches on the platform's status when the step is entered:
+    /// `{ login_incident = "target" }` goes there instead while a login
+    /// incident is on (conditions: `operational`, `login_incident`,
+    /// `other_incident`, `unknown`); otherwise the step runs as usual.
+    #[serde(default)]
+    pub status: BTreeMap<String, String>,
     /// Records an escalation request with this reason on entering the step.
     #[serde(default)]
     pub escalate: Option<String>,
@@ -270,6 +280,8 @@ pub struct Step {
     pub set: BTreeMap<String, String>,
     /// Slot name (`email`) → where to go when the routed message held one.
     pub slots: BTreeMap<String, Target>,
+    /// Status condition → where to go instead.
+    pub status: BTreeMap<String, Target>,
     pub escalate: Option<String>,
     pub end: bool,
 }
@@ -291,6 +303,8 @@ pub struct Flow {
     pub utility: bool,
     /// Phrasings that land on `start`.
     pub examples: Vec<String>,
+    /// Opens with the login incident's line while one is on.
+    pub status_notice: bool,
     pub start: String,
     pub steps: BTreeMap<String, Step>,
 }

@@ -23,6 +23,7 @@ const MAX_CHOICES: usize = 25;
 pub const HELP_TEXT: &str = "I help you get back into your account, privately in a DM:\n\
 • `/recover`: start (optionally pick a topic)\n\
 • `/status`: is the platform down?\n\
+• `/stop`: stop status notifications\n\
 • `/help`: this help and the menu";
 
 /// The commands: usable in servers and in the bot's DM. A `fresh` command
@@ -122,7 +123,10 @@ mod tests {
             .iter()
             .map(|c| serde_json::to_value(c).unwrap()["name"].to_string())
             .collect();
-        assert_eq!(names, ["\"recover\"", "\"help\"", "\"status\""]);
+        assert_eq!(
+            names,
+            ["\"recover\"", "\"help\"", "\"status\"", "\"stop\""]
+        );
         let recover = serde_json::to_value(&definitions(&flows)[0]).unwrap();
         assert_eq!(recover["options"][0]["name"], TOPIC);
         assert!(

@@ -29,7 +29,7 @@ async fn a_dm_conversation_with_buttons_walks_a_full_password_reset() {
             .iter()
             .map(|c| c["name"].clone())
             .collect();
-        assert_eq!(names, ["recover", "help", "status"]);
+        assert_eq!(names, ["recover", "help", "status", "stop"]);
         assert!(s.calls.iter().any(|c| c.is("GET", "/api/v10/gateway")));
     }
 

@@ -47,6 +47,7 @@ impl Rig {
         .await;
         let (trigger, shutdown) = recoverbot::shutdown::channel();
         let delivery = bot.app.spawn_delivery(shutdown.clone());
+        bot.app.spawn_status(shutdown.clone());
         let task = tokio::spawn(discord::run(
             bot.app.engine.clone(),
             bot.app.delivery.clone(),

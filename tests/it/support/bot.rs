@@ -56,6 +56,7 @@ impl TestBot {
         let app = App::build(settings, AccountMode::SimulatorByDefault)
             .await
             .expect("the test bot starts");
+        app.sync_status().await;
         Self {
             app,
             db,
@@ -165,7 +166,12 @@ impl TestBot {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        let answer = r.json().await.unwrap_or(Value::Null);
+        if path.starts_with("/_sim/incidents") {
+            // The watcher's look at the page, as its next poll would be.
+            self.app.sync_status().await;
+        }
+        answer
     }
 
     pub async fn outbox(&self) -> Vec<Value> {

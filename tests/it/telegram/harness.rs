@@ -87,6 +87,8 @@ impl Harness {
         }
         let calls_before = self.fake.calls().len();
         let (stop_delivery, delivery_shutdown) = shutdown::channel();
+        app.sync_status().await;
+        app.spawn_status(delivery_shutdown.clone());
         let delivery = app.spawn_delivery(delivery_shutdown);
         let task = tokio::spawn(run_with(
             app.engine.clone(),
