@@ -15,6 +15,7 @@ mod flows_check;
 mod flows_walk;
 mod outbox_contract;
 mod redaction;
+mod status_store;
 mod store_backends;
 mod telegram;
 mod understanding;
