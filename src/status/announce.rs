@@ -168,3 +168,75 @@ pub fn messages(
     }
     (outbox, notify)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ChannelKind;
+
+    fn target(components: &[&str], min_impact: Impact) -> AnnounceTarget {
+        AnnounceTarget {
+            channel: ChannelKind::Telegram,
+            chat_id: "-100".into(),
+            components: components.iter().map(|c| c.to_string()).collect(),
+            min_impact,
+        }
+    }
+
+    fn incident(impact: &str, components: &[&str]) -> TrackedIncident {
+        TrackedIncident {
+            id: "i1".into(),
+            name: "Login failures".into(),
+            status: "investigating".into(),
+            impact: impact.into(),
+            components: components.iter().map(|c| c.to_string()).collect(),
+            update_body: "Looking into it.".into(),
+            update_at: "2026-12-01T12:04:00Z".into(),
+            ..TrackedIncident::default()
+        }
+    }
+
+    #[test]
+    fn the_component_filter_and_the_impact_threshold_hold_back_what_they_should() {
+        let login = target(&["login"], Impact::Minor);
+        assert!(wants(&login, &incident("major", &["Login", "API"])));
+        assert!(!wants(&login, &incident("major", &["Payments"])));
+        let major = target(&[], Impact::Major);
+        assert!(!wants(&major, &incident("minor", &["Login"])));
+        assert!(wants(&major, &incident("critical", &["Website"])));
+        let default = target(&[], Impact::Minor);
+        assert!(!wants(&default, &incident("none", &["Login"])));
+    }
+
+    #[test]
+    fn an_incident_is_posted_once_edited_then_resolved_with_a_follow_up() {
+        let mut tracked = Tracked::default();
+        tracked
+            .incidents
+            .insert("i1".into(), incident("major", &["Login"]));
+        let mut payments = target(&["Payments"], Impact::Minor);
+        payments.chat_id = "-200".into();
+        let targets = [target(&[], Impact::Minor), payments];
+        let (posts, notify) = messages(&mut tracked, &[Change::Opened("i1".into())], &targets);
+        assert_eq!(posts.len(), 1, "the Payments-only target hears nothing");
+        assert!(notify.is_empty());
+        let Outbound::Message { text, key, .. } = &posts[0].op else {
+            panic!("a post")
+        };
+        assert_eq!(key.as_deref(), Some("status:i1"));
+        assert!(text.contains("Login failures") && text.contains("12:04 UTC"), "{text}");
+        assert_eq!(posts[0].lane, Lane::Bulk);
+
+        let (edits, _) = messages(&mut tracked, &[Change::Updated("i1".into())], &targets);
+        assert!(matches!(&edits[..], [Envelope { op: Outbound::Edit { repost: true, .. }, .. }]));
+
+        tracked.incidents.get_mut("i1").unwrap().resolved_at = Some(1);
+        let (done, notify) = messages(&mut tracked, &[Change::Resolved("i1".into())], &targets);
+        assert_eq!(done.len(), 2, "the edit and its follow-up");
+        let Outbound::Edit { text, .. } = &done[0].op else {
+            panic!("an edit")
+        };
+        assert!(text.starts_with("✅ Resolved"), "{text}");
+        assert_eq!(notify.len(), 1, "one notice for the subscribers");
+    }
+}

@@ -237,3 +237,85 @@ impl Tracked {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account_api::statuspage::IncidentUpdate;
+
+    fn incident(status: &str, updates: &[(&str, &str)]) -> Incident {
+        Incident {
+            id: "inc".into(),
+            name: "Login failures".into(),
+            status: status.into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            monitoring_at: None,
+            resolved_at: None,
+            impact: "major".into(),
+            shortlink: String::new(),
+            started_at: None,
+            page_id: String::new(),
+            incident_updates: updates
+                .iter()
+                .map(|(id, at)| IncidentUpdate {
+                    id: id.to_string(),
+                    status: status.into(),
+                    body: format!("update {id}"),
+                    incident_id: "inc".into(),
+                    created_at: at.to_string(),
+                    updated_at: at.to_string(),
+                    display_at: at.to_string(),
+                    affected_components: None,
+                    deliver_notifications: true,
+                    custom_tweet: None,
+                    tweet_id: None,
+                })
+                .collect(),
+            components: Vec::new(),
+            scheduled_for: None,
+            scheduled_until: None,
+        }
+    }
+
+    #[test]
+    fn an_incident_opens_updates_resolves_and_a_replay_changes_nothing() {
+        let mut t = Tracked::default();
+        let open = incident("investigating", &[("u1", "2026-12-01T10:00:00Z")]);
+        assert_eq!(t.observe_incident(&open, 1), Some(Change::Opened("inc".into())));
+        assert_eq!(t.observe_incident(&open, 2), None, "same update again");
+        let later = incident(
+            "identified",
+            &[("u1", "2026-12-01T10:00:00Z"), ("u2", "2026-12-01T10:30:00Z")],
+        );
+        assert_eq!(t.observe_incident(&later, 3), Some(Change::Updated("inc".into())));
+        assert_eq!(t.incidents["inc"].update_body, "update u2");
+        let fixed = incident("resolved", &[("u3", "2026-12-01T11:00:00Z")]);
+        assert_eq!(t.observe_incident(&fixed, 4), Some(Change::Resolved("inc".into())));
+        assert_eq!(t.observe_incident(&fixed, 5), None, "a replayed resolution");
+        assert_eq!(t.observe_incident(&open, 6), None, "a stale replay");
+    }
+
+    #[test]
+    fn an_incident_first_seen_resolved_is_not_news() {
+        let mut t = Tracked::default();
+        assert_eq!(t.observe_incident(&incident("resolved", &[]), 1), None);
+        assert!(t.incidents.is_empty());
+    }
+
+    #[test]
+    fn the_login_incident_is_what_users_hear_about() {
+        let mut t = Tracked::default();
+        let mut other = incident("investigating", &[]);
+        other.id = "pay".into();
+        other.name = "Slow payouts".into();
+        other.components = vec![];
+        t.observe_incident(&other, 1);
+        t.incidents.get_mut("pay").unwrap().components = vec!["Payments".into()];
+        let login = ["Login".to_string()];
+        let now = t.now(&login);
+        assert_eq!(now.condition(), "other_incident");
+        t.components.insert("Login".into(), "major_outage".into());
+        assert_eq!(t.now(&login).condition(), "login_incident");
+    }
+}
