@@ -489,7 +489,9 @@ async fn serve(settings: Settings) -> ExitCode {
     if let Some(secret) = &app.settings.status.webhook_secret {
         let listen = app.settings.http.listen.trim();
         if listen.is_empty() {
-            eprintln!("recoverbot: status.webhook_secret is set but http.listen is empty: set RECOVERBOT__HTTP__LISTEN (host:port)");
+            eprintln!(
+                "recoverbot: status.webhook_secret is set but http.listen is empty: set RECOVERBOT__HTTP__LISTEN (host:port)"
+            );
             return ExitCode::from(2);
         }
         let listener = match crate::http::bind(listen).await {

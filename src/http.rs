@@ -14,7 +14,11 @@ pub async fn bind(listen: &str) -> Result<TcpListener, String> {
 }
 
 /// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "operator HTTP listener up");
     }

@@ -1,16 +1,18 @@
-//! A bot-wide cap per lane: at most N sends in any one-second window.
+//! A bot-wide cap per lane: at most N sends per second, evenly spaced.
 //! Replies (the interactive lane) have none unless an operator sets one;
 //! bulk sends always take theirs, so a broadcast never crowds out replies.
 
 use crate::engine::Lane;
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-const SECOND: Duration = Duration::from_secs(1);
+/// Slots are spaced a little more than `1/N` s apart, so the few
+/// milliseconds between taking a slot and the request reaching the
+/// platform never fit one send too many into a second there.
+const SLACK: f64 = 1.02;
 
-/// Sliding one-second windows, one per lane with a cap.
+/// Evenly spaced slots, one pacer per lane with a cap.
 #[derive(Debug, Default)]
 pub struct LaneCaps {
     interactive: Option<Window>,
@@ -19,11 +21,25 @@ pub struct LaneCaps {
 
 #[derive(Debug)]
 struct Window {
-    per_second: usize,
-    sent: Mutex<VecDeque<Instant>>,
+    interval: Duration,
+    /// When the next slot is free.
+    next: Mutex<Option<Instant>>,
     /// Waiters queue here (a fair lock), so thousands of waiting sends wake
     /// one at a time, in order.
-    queue: tokio::sync::Mutex<()>,
+    queue: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A bulk slot taken and held: the next waiter waits until it is dropped,
+/// so whatever the holder does before sending (claiming the entry) cannot
+/// bunch sends up.
+#[must_use]
+pub struct LanePermit(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+
+impl LanePermit {
+    /// No cap, nothing held.
+    pub fn none() -> Self {
+        Self(None)
+    }
 }
 
 impl LaneCaps {
@@ -31,9 +47,9 @@ impl LaneCaps {
     pub fn new(interactive_per_second: u32, bulk_per_second: u32) -> Self {
         let window = |n: u32| {
             (n > 0).then(|| Window {
-                per_second: n as usize,
-                sent: Mutex::default(),
-                queue: tokio::sync::Mutex::new(()),
+                interval: Duration::from_secs_f64(SLACK / f64::from(n)),
+                next: Mutex::new(None),
+                queue: Arc::new(tokio::sync::Mutex::new(())),
             })
         };
         Self {
@@ -44,27 +60,29 @@ impl LaneCaps {
 
     /// Waits until a send in `lane` may go, and takes its slot.
     pub async fn ready(&self, lane: Lane) {
+        drop(self.hold(lane).await);
+    }
+
+    /// Like [`LaneCaps::ready`], and keeps the next waiter waiting until
+    /// the permit is dropped.
+    pub async fn hold(&self, lane: Lane) -> LanePermit {
         let window = match lane {
             Lane::Interactive => &self.interactive,
             Lane::Bulk => &self.bulk,
         };
-        let Some(w) = window else { return };
-        let _turn = w.queue.lock().await;
-        loop {
-            let wait = {
-                let now = Instant::now();
-                let mut sent = w.sent.lock().unwrap_or_else(|p| p.into_inner());
-                while sent.front().is_some_and(|t| now - *t >= SECOND) {
-                    sent.pop_front();
-                }
-                if sent.len() < w.per_second {
-                    sent.push_back(now);
-                    return;
-                }
-                (sent[sent.len() - w.per_second] + SECOND - now).max(Duration::from_millis(1))
-            };
-            tokio::time::sleep(wait).await;
-        }
+        let Some(w) = window else {
+            return LanePermit::none();
+        };
+        let turn = w.queue.clone().lock_owned().await;
+        let at = {
+            let now = Instant::now();
+            let mut next = w.next.lock().unwrap_or_else(|p| p.into_inner());
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + w.interval);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+        LanePermit(Some(turn))
     }
 }
 
@@ -83,7 +101,7 @@ mod tests {
         for _ in 0..41 {
             caps.ready(Lane::Bulk).await;
         }
-        assert!(Instant::now() - start >= SECOND);
-        assert!(Instant::now() - start < SECOND * 2);
+        assert!(Instant::now() - start >= Duration::from_secs(1));
+        assert!(Instant::now() - start < Duration::from_secs(2));
     }
 }

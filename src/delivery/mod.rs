@@ -30,7 +30,7 @@ mod lanes;
 mod transport;
 mod worker;
 
-pub use lanes::LaneCaps;
+pub use lanes::{LaneCaps, LanePermit};
 pub use transport::{Transport, TransportError};
 
 use crate::domain::{ChannelKind, ChatRef, EventId, MessageRef, now_millis};

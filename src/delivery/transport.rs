@@ -3,6 +3,7 @@
 //! way and keeps within the platform's own limits (per-chat pacing, 429s,
 //! the bulk lane's bot-wide cap).
 
+use super::LanePermit;
 use crate::domain::{ChatRef, MessageRef};
 use crate::engine::{Lane, OutButton};
 use async_trait::async_trait;
@@ -63,10 +64,12 @@ pub trait Transport: Send + Sync {
     async fn delete(&self, to: &ChatRef, message: &MessageRef) -> Result<(), TransportError>;
 
     /// Waits for the bulk lane's bot-wide slot and takes it. Delivery calls
-    /// it before it claims a bulk entry and then sends that entry at once;
-    /// `send` and `edit` take no bulk slot themselves. Waiters are served
-    /// in order.
-    async fn bulk_slot(&self) {}
+    /// it before it claims a bulk entry, holds the permit through the claim,
+    /// and then sends that entry at once; `send` and `edit` take no bulk
+    /// slot themselves. Waiters are served in order.
+    async fn bulk_slot(&self) -> LanePermit {
+        LanePermit::none()
+    }
 
     /// A short notice that needs no answer: by default, a plain message.
     async fn notice(&self, to: &ChatRef, lane: Lane, text: &str) -> Result<(), TransportError> {

@@ -81,12 +81,18 @@ impl Delivery {
                 return self.give_up_in_doubt(&entry).await;
             }
         }
-        if entry.lane == Lane::Bulk {
-            // Claimed only once its slot has come, so it goes out at once.
-            transport.bulk_slot().await;
-        }
+        // A bulk entry is claimed only once its slot has come (held through
+        // the claim, so the sends keep the window's spacing), and goes out
+        // at once.
+        let permit = if entry.lane == Lane::Bulk {
+            Some(transport.bulk_slot().await)
+        } else {
+            None
+        };
         let now = now_millis();
-        match self.store.claim_entry(entry.id, entry.attempts, now).await {
+        let claimed = self.store.claim_entry(entry.id, entry.attempts, now).await;
+        drop(permit);
+        match claimed {
             Ok(true) => {
                 entry.attempts += 1;
                 entry.state = OutboxState::Attempted;
@@ -206,7 +212,10 @@ impl Delivery {
                 match edited {
                     Err(TransportError::Permanent(reason)) if *repost => {
                         tracing::warn!(chat = %to, entry = entry.id, %reason, "delivery: the message can no longer be edited; posting it again");
-                        transport.send(to, entry.lane, text, buttons).await.map(Some)
+                        transport
+                            .send(to, entry.lane, text, buttons)
+                            .await
+                            .map(Some)
                     }
                     other => other,
                 }

@@ -226,12 +226,8 @@ impl Validator {
 }
 
 /// The conditions a step's `status = { ... }` branch may test.
-pub const STATUS_CONDITIONS: &[&str] = &[
-    "operational",
-    "login_incident",
-    "other_incident",
-    "unknown",
-];
+pub const STATUS_CONDITIONS: &[&str] =
+    &["operational", "login_incident", "other_incident", "unknown"];
 
 /// Variables every message may use, filled from `[platform]`.
 pub const CONFIG_VARIABLES: &[&str] = &[

@@ -51,9 +51,11 @@ fn words(s: &str) -> String {
 
 /// `12:04 UTC` from an RFC 3339 time, or nothing.
 fn clock(at: &str) -> Option<String> {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc).format("%H:%M UTC").to_string())
+    chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| {
+        t.with_timezone(&chrono::Utc)
+            .format("%H:%M UTC")
+            .to_string()
+    })
 }
 
 /// The text of an incident's post.
@@ -224,11 +226,20 @@ mod tests {
             panic!("a post")
         };
         assert_eq!(key.as_deref(), Some("status:i1"));
-        assert!(text.contains("Login failures") && text.contains("12:04 UTC"), "{text}");
+        assert!(
+            text.contains("Login failures") && text.contains("12:04 UTC"),
+            "{text}"
+        );
         assert_eq!(posts[0].lane, Lane::Bulk);
 
         let (edits, _) = messages(&mut tracked, &[Change::Updated("i1".into())], &targets);
-        assert!(matches!(&edits[..], [Envelope { op: Outbound::Edit { repost: true, .. }, .. }]));
+        assert!(matches!(
+            &edits[..],
+            [Envelope {
+                op: Outbound::Edit { repost: true, .. },
+                ..
+            }]
+        ));
 
         tracked.incidents.get_mut("i1").unwrap().resolved_at = Some(1);
         let (done, notify) = messages(&mut tracked, &[Change::Resolved("i1".into())], &targets);

@@ -152,8 +152,7 @@ impl Status {
                 .map_or_else(Tracked::default, |r| Tracked::from_json(&r.state));
             let mut tracked = before.clone();
             let changes = observe(&mut tracked);
-            let (outbox, notify) =
-                announce::messages(&mut tracked, &changes, &self.config.targets);
+            let (outbox, notify) = announce::messages(&mut tracked, &changes, &self.config.targets);
             tracked.forget_old(now_millis());
             let (etag, last_modified) = match (&validators, &stored) {
                 (Some(v), _) => v.clone(),
@@ -177,7 +176,11 @@ impl Status {
             };
             if let Some(committed) = self.store.commit_status(commit).await? {
                 for change in &changes {
-                    tracing::info!(incident = change.incident(), ?change, "status: incident changed");
+                    tracing::info!(
+                        incident = change.incident(),
+                        ?change,
+                        "status: incident changed"
+                    );
                 }
                 if committed.notified > 0 {
                     tracing::info!(
@@ -188,8 +191,7 @@ impl Status {
                 for chat in &committed.chats {
                     self.waker.wake(chat);
                 }
-                self.board
-                    .set(tracked.now(&self.config.login_components));
+                self.board.set(tracked.now(&self.config.login_components));
                 return Ok(changes);
             }
         }

@@ -206,8 +206,11 @@ impl Tracked {
                 .any(|c| c.eq_ignore_ascii_case(name))
         };
         let open: Vec<&TrackedIncident> = {
-            let mut open: Vec<&TrackedIncident> =
-                self.incidents.values().filter(|t| !t.is_resolved()).collect();
+            let mut open: Vec<&TrackedIncident> = self
+                .incidents
+                .values()
+                .filter(|t| !t.is_resolved())
+                .collect();
             open.sort_by(|a, b| a.update_at.cmp(&b.update_at).reverse());
             open
         };
@@ -282,16 +285,28 @@ mod tests {
     fn an_incident_opens_updates_resolves_and_a_replay_changes_nothing() {
         let mut t = Tracked::default();
         let open = incident("investigating", &[("u1", "2026-12-01T10:00:00Z")]);
-        assert_eq!(t.observe_incident(&open, 1), Some(Change::Opened("inc".into())));
+        assert_eq!(
+            t.observe_incident(&open, 1),
+            Some(Change::Opened("inc".into()))
+        );
         assert_eq!(t.observe_incident(&open, 2), None, "same update again");
         let later = incident(
             "identified",
-            &[("u1", "2026-12-01T10:00:00Z"), ("u2", "2026-12-01T10:30:00Z")],
+            &[
+                ("u1", "2026-12-01T10:00:00Z"),
+                ("u2", "2026-12-01T10:30:00Z"),
+            ],
         );
-        assert_eq!(t.observe_incident(&later, 3), Some(Change::Updated("inc".into())));
+        assert_eq!(
+            t.observe_incident(&later, 3),
+            Some(Change::Updated("inc".into()))
+        );
         assert_eq!(t.incidents["inc"].update_body, "update u2");
         let fixed = incident("resolved", &[("u3", "2026-12-01T11:00:00Z")]);
-        assert_eq!(t.observe_incident(&fixed, 4), Some(Change::Resolved("inc".into())));
+        assert_eq!(
+            t.observe_incident(&fixed, 4),
+            Some(Change::Resolved("inc".into()))
+        );
         assert_eq!(t.observe_incident(&fixed, 5), None, "a replayed resolution");
         assert_eq!(t.observe_incident(&open, 6), None, "a stale replay");
     }

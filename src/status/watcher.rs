@@ -125,10 +125,9 @@ impl Status {
         };
         let validators = (header(ETAG), header(LAST_MODIFIED));
         let summary: Summary = response.json().await.map_err(|_| PollError::Format)?;
-        let vanished = super::tracker::Tracked::from_json(
-            stored.as_ref().map_or("{}", |r| r.state.as_str()),
-        )
-        .vanished(&summary);
+        let vanished =
+            super::tracker::Tracked::from_json(stored.as_ref().map_or("{}", |r| r.state.as_str()))
+                .vanished(&summary);
         let closed = if vanished.is_empty() {
             None
         } else {

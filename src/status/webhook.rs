@@ -62,14 +62,22 @@ pub fn router(status: Arc<Status>, secret: &SecretString) -> Router {
         .with_state(hook)
 }
 
-async fn receive(State(hook): State<Arc<Hook>>, Path(secret): Path<String>, body: Bytes) -> Response {
+async fn receive(
+    State(hook): State<Arc<Hook>>,
+    Path(secret): Path<String>,
+    body: Bytes,
+) -> Response {
     if digest(&secret) != hook.secret {
         return StatusCode::NOT_FOUND.into_response();
     }
     let payload: Payload = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(_) => {
-            return (StatusCode::BAD_REQUEST, "not a Statuspage webhook payload\n").into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                "not a Statuspage webhook payload\n",
+            )
+                .into_response();
         }
     };
     if payload.incident.is_none() && payload.component.is_none() {

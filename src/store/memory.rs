@@ -9,8 +9,8 @@ use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
     IdempotencyStore, OutboxEntry, OutboxState, OutboxStore, ProcessedEvent, PurgeBefore,
     PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
-    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
-    TranscriptEntry, TurnCommit,
+    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
+    TurnCommit,
 };
 use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
@@ -492,10 +492,7 @@ impl StatusStore for MemoryStore {
         Ok(self.tables().status.clone())
     }
 
-    async fn commit_status(
-        &self,
-        c: StatusCommit,
-    ) -> Result<Option<StatusCommitted>, StoreError> {
+    async fn commit_status(&self, c: StatusCommit) -> Result<Option<StatusCommitted>, StoreError> {
         let mut t = self.tables();
         let stored = t.status.as_ref().map_or(0, |r| r.version);
         if stored != c.expected_version {

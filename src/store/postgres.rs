@@ -12,8 +12,8 @@ use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
     IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
     PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
-    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
-    TranscriptEntry, TurnCommit,
+    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
+    TurnCommit,
 };
 use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
@@ -682,10 +682,7 @@ impl StatusStore for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(backend = "postgres"))]
-    async fn commit_status(
-        &self,
-        c: StatusCommit,
-    ) -> Result<Option<StatusCommitted>, StoreError> {
+    async fn commit_status(&self, c: StatusCommit) -> Result<Option<StatusCommitted>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend_err)?;
         let written = if c.expected_version == 0 {
             sqlx::query(q::STATUS_INSERT)

@@ -452,17 +452,15 @@ fn append_outbox(
 
 fn write_subscription(conn: &Connection, change: &SubscriptionChange) -> Result<(), StoreError> {
     match change {
-        SubscriptionChange::Subscribe(s) => conn
-            .prepare_cached(q::SUBSCRIBE)
-            .and_then(|mut st| {
-                st.execute(params![
-                    s.chat.channel.as_str(),
-                    s.chat.chat,
-                    s.incident,
-                    s.created_at,
-                    s.expires_at
-                ])
-            }),
+        SubscriptionChange::Subscribe(s) => conn.prepare_cached(q::SUBSCRIBE).and_then(|mut st| {
+            st.execute(params![
+                s.chat.channel.as_str(),
+                s.chat.chat,
+                s.incident,
+                s.created_at,
+                s.expires_at
+            ])
+        }),
         SubscriptionChange::UnsubscribeAll(chat) => conn
             .prepare_cached(q::UNSUBSCRIBE_CHAT)
             .and_then(|mut st| st.execute(params![chat.channel.as_str(), chat.chat])),
@@ -507,9 +505,8 @@ fn commit_status(
     c: &StatusCommit,
 ) -> Result<Option<StatusCommitted>, StoreError> {
     let written = if c.expected_version == 0 {
-        conn.prepare_cached(q::STATUS_INSERT).and_then(|mut s| {
-            s.execute(params![c.state, c.etag, c.last_modified, c.at])
-        })
+        conn.prepare_cached(q::STATUS_INSERT)
+            .and_then(|mut s| s.execute(params![c.state, c.etag, c.last_modified, c.at]))
     } else {
         conn.prepare_cached(q::STATUS_UPDATE).and_then(|mut s| {
             s.execute(params![

@@ -24,12 +24,13 @@ fn status(version: i64, state: &str, outbox: Vec<Envelope>) -> StatusCommit {
 
 fn subscribe(chat: &ChatRef, incident: &str, expires_at: i64) -> TurnCommit {
     let mut t = TurnCommit::outbox_only(ChannelKind::Telegram, None, 500, Vec::new());
-    t.subscriptions.push(SubscriptionChange::Subscribe(Subscription {
-        chat: chat.clone(),
-        incident: incident.into(),
-        created_at: 500,
-        expires_at,
-    }));
+    t.subscriptions
+        .push(SubscriptionChange::Subscribe(Subscription {
+            chat: chat.clone(),
+            incident: incident.into(),
+            created_at: 500,
+            expires_at,
+        }));
     t
 }
 
@@ -80,12 +81,27 @@ async fn a_resolution_turns_live_subscribers_into_bulk_notices_once() {
         let alice = ConversationKey::new(ChannelKind::Telegram, "11", "11").chat_ref();
         let bob = ConversationKey::new(ChannelKind::Discord, "dm:22", "22").chat_ref();
         let late = ConversationKey::new(ChannelKind::Telegram, "33", "33").chat_ref();
-        store.commit_turn(subscribe(&alice, "inc1", 10_000)).await.unwrap();
+        store
+            .commit_turn(subscribe(&alice, "inc1", 10_000))
+            .await
+            .unwrap();
         // Subscribing twice renews, it does not double.
-        store.commit_turn(subscribe(&alice, "inc1", 20_000)).await.unwrap();
-        store.commit_turn(subscribe(&bob, "inc1", 10_000)).await.unwrap();
-        store.commit_turn(subscribe(&late, "inc1", 900)).await.unwrap();
-        store.commit_turn(subscribe(&bob, "inc2", 10_000)).await.unwrap();
+        store
+            .commit_turn(subscribe(&alice, "inc1", 20_000))
+            .await
+            .unwrap();
+        store
+            .commit_turn(subscribe(&bob, "inc1", 10_000))
+            .await
+            .unwrap();
+        store
+            .commit_turn(subscribe(&late, "inc1", 900))
+            .await
+            .unwrap();
+        store
+            .commit_turn(subscribe(&bob, "inc2", 10_000))
+            .await
+            .unwrap();
         let live = store.subscriptions("inc1", 1_000).await.unwrap();
         assert_eq!(live.len(), 2, "the expired one is not live: {live:?}");
 
@@ -114,10 +130,16 @@ async fn a_resolution_turns_live_subscribers_into_bulk_notices_once() {
             .push(SubscriptionChange::UnsubscribeAll(bob.clone()));
         store.commit_turn(stop).await.unwrap();
         assert!(store.subscriptions("inc2", 0).await.unwrap().is_empty());
-        store.commit_turn(subscribe(&alice, "inc3", 10_000)).await.unwrap();
+        store
+            .commit_turn(subscribe(&alice, "inc3", 10_000))
+            .await
+            .unwrap();
         assert_eq!(store.drop_subscriptions(&alice).await.unwrap(), 1);
 
-        store.commit_turn(subscribe(&late, "inc4", 5_000)).await.unwrap();
+        store
+            .commit_turn(subscribe(&late, "inc4", 5_000))
+            .await
+            .unwrap();
         let report = store
             .purge(PurgeBefore {
                 processed_events: 0,
@@ -140,12 +162,21 @@ async fn the_watcher_lease_has_one_holder_until_it_expires_or_is_released() {
     on_every_store("status_lease", |store| async move {
         assert!(store.try_lease("w", "a", 1_500, 1_000).await.unwrap());
         assert!(!store.try_lease("w", "b", 1_600, 1_100).await.unwrap());
-        assert!(store.try_lease("w", "a", 2_500, 1_400).await.unwrap(), "renewed");
+        assert!(
+            store.try_lease("w", "a", 2_500, 1_400).await.unwrap(),
+            "renewed"
+        );
         assert!(!store.try_lease("w", "b", 3_000, 2_400).await.unwrap());
-        assert!(store.try_lease("w", "b", 4_000, 2_600).await.unwrap(), "expired: taken over");
+        assert!(
+            store.try_lease("w", "b", 4_000, 2_600).await.unwrap(),
+            "expired: taken over"
+        );
         assert!(!store.try_lease("w", "a", 5_000, 2_700).await.unwrap());
         store.release_lease("w", "b").await.unwrap();
-        assert!(store.try_lease("w", "a", 5_000, 2_800).await.unwrap(), "released");
+        assert!(
+            store.try_lease("w", "a", 5_000, 2_800).await.unwrap(),
+            "released"
+        );
     })
     .await;
 }

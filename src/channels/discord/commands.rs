@@ -123,10 +123,7 @@ mod tests {
             .iter()
             .map(|c| serde_json::to_value(c).unwrap()["name"].to_string())
             .collect();
-        assert_eq!(
-            names,
-            ["\"recover\"", "\"help\"", "\"status\"", "\"stop\""]
-        );
+        assert_eq!(names, ["\"recover\"", "\"help\"", "\"status\"", "\"stop\""]);
         let recover = serde_json::to_value(&definitions(&flows)[0]).unwrap();
         assert_eq!(recover["options"][0]["name"], TOPIC);
         assert!(

@@ -77,8 +77,8 @@ pub(crate) fn is_dm_closed(reason: &str) -> bool {
 
 #[async_trait]
 impl Transport for DiscordTransport {
-    async fn bulk_slot(&self) {
-        self.caps.ready(Lane::Bulk).await;
+    async fn bulk_slot(&self) -> crate::delivery::LanePermit {
+        self.caps.hold(Lane::Bulk).await
     }
 
     async fn send(

@@ -195,7 +195,10 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
         let flows = crate::flow::load_dir(&dir).unwrap();
         let names: Vec<String> = menu(&flows).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["start", "help", "status", "stop", "cancel", "human"]);
+        assert_eq!(
+            names,
+            ["start", "help", "status", "stop", "cancel", "human"]
+        );
         assert!(menu(&flows).iter().all(|(_, d)| !d.is_empty()));
     }
 }

@@ -157,8 +157,8 @@ impl Pacer {
 
     /// Waits for the bulk lane's bot-wide slot and takes it (see
     /// [`crate::delivery::Transport::bulk_slot`]).
-    pub async fn bulk_slot(&self) {
-        self.caps.ready(Lane::Bulk).await;
+    pub async fn bulk_slot(&self) -> crate::delivery::LanePermit {
+        self.caps.hold(Lane::Bulk).await
     }
 
     /// Reserves a slot at `now` and returns `None`, or returns how long to
@@ -308,7 +308,7 @@ mod tests {
         let pacer = Pacer::new();
         let start = Instant::now();
         for chat in 0..=BULK_PER_SECOND as i64 {
-            pacer.bulk_slot().await;
+            drop(pacer.bulk_slot().await);
             pacer
                 .ready(Pace::Message {
                     chat,

@@ -51,8 +51,8 @@ fn outcome<T: Default>(r: Result<T, CallError>) -> Result<T, TransportError> {
 
 #[async_trait]
 impl Transport for TelegramTransport {
-    async fn bulk_slot(&self) {
-        self.api.pacer().bulk_slot().await;
+    async fn bulk_slot(&self) -> crate::delivery::LanePermit {
+        self.api.pacer().bulk_slot().await
     }
 
     async fn send(
@@ -74,7 +74,7 @@ impl Transport for TelegramTransport {
         let mut sent = None;
         for (i, chunk) in chunks.iter().enumerate() {
             if i > 0 && lane == Lane::Bulk {
-                self.api.pacer().bulk_slot().await;
+                drop(self.api.pacer().bulk_slot().await);
             }
             let kb = if i == last { keyboard(buttons) } else { None };
             let id = self

@@ -15,7 +15,8 @@ use crate::flow::model::Step;
 const SUBSCRIBE_PREFIX: &str = "rbsub:";
 /// The label of every subscribe button.
 pub const SUBSCRIBE_LABEL: &str = "🔔 Tell me when it's fixed";
-const SUBSCRIBED: &str = "Done: I'll message you here as soon as it's fixed. (Send /stop if you change your mind.)";
+const SUBSCRIBED: &str =
+    "Done: I'll message you here as soon as it's fixed. (Send /stop if you change your mind.)";
 const NOTHING_TO_WAIT_FOR: &str = "Good news: that incident is already over, so there's nothing to wait for. Try logging in again.";
 
 impl Turn<'_> {
@@ -42,17 +43,15 @@ impl Turn<'_> {
                     now.condition().to_string()
                 }
             },
-            ActionName::SubscribeStatus => {
-                match status.get().and_then(|s| s.incident.clone()) {
-                    Some(incident) => {
-                        conv.vars
-                            .insert("incident_name".into(), incident.name.clone());
-                        self.subscribe(&incident);
-                        "ok".to_string()
-                    }
-                    None => "no_incident".to_string(),
+            ActionName::SubscribeStatus => match status.get().and_then(|s| s.incident.clone()) {
+                Some(incident) => {
+                    conv.vars
+                        .insert("incident_name".into(), incident.name.clone());
+                    self.subscribe(&incident);
+                    "ok".to_string()
                 }
-            }
+                None => "no_incident".to_string(),
+            },
             ActionName::UnsubscribeStatus => {
                 self.out
                     .subscriptions
@@ -100,7 +99,10 @@ impl Turn<'_> {
         };
         let mut text = format!("⚠️ Heads-up: {}", incident.name);
         if !incident.latest_update.is_empty() {
-            text.push_str(&format!(" ({})", incident.latest_update.trim_end_matches('.')));
+            text.push_str(&format!(
+                " ({})",
+                incident.latest_update.trim_end_matches('.')
+            ));
         }
         text.push_str(". This affects logging in right now, so it's probably not your device: cache, browser and password fixes may not help until it's fixed.");
         let button = OutButton {

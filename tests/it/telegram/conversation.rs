@@ -11,7 +11,10 @@ async fn a_password_reset_runs_through_buttons_and_typed_text() {
 
     // The command list is registered at start-up.
     let commands: Vec<String> = h.fake.commands().into_iter().map(|c| c.0).collect();
-    assert_eq!(commands, ["start", "help", "status", "stop", "cancel", "human"]);
+    assert_eq!(
+        commands,
+        ["start", "help", "status", "stop", "cancel", "human"]
+    );
 
     let r = h.say(&ann, "/start").await;
     assert_eq!(r.len(), 1);

@@ -25,8 +25,9 @@
 //!   bad one is "can't parse entities"), the text must be 1-4096 UTF-16
 //!   units after parsing; inline keyboards are checked (one action per
 //!   button, `callback_data` 1-64 bytes).
-//! - `editMessageReplyMarkup`: only the bot's own messages; an identical
-//!   markup is "message is not modified".
+//! - `editMessageReplyMarkup`, `editMessageText`: only the bot's own
+//!   messages ("message to edit not found" otherwise); an identical text
+//!   and markup is "message is not modified".
 //! - `deleteMessage`, `answerCallbackQuery` (once per query),
 //!   `setMyCommands` (command syntax), `setWebhook` (HTTPS, secret syntax).
 //! - Injected faults: any reply (a 429 with `retry_after`, an error text)
@@ -1235,6 +1236,53 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
             );
             let v = inner.message_json(&message);
             inner.bot_messages.push(message);
+            Ok(v)
+        }
+        "editmessagetext" => {
+            let chat = chat_id(params)?;
+            let mid = message_id(params)?;
+            let html = params
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("message text is empty"))?;
+            let (text, tags) = match params.get("parse_mode").and_then(Value::as_str) {
+                Some("HTML") => parse_html(html).map_err(|e| (400, e))?,
+                None => (html.to_string(), Vec::new()),
+                Some(other) => {
+                    return Err(bad(&format!("unsupported parse_mode {other} in this fake")));
+                }
+            };
+            if text.trim().is_empty() || text.encode_utf16().count() > 4096 {
+                return Err(bad("message text is empty or too long"));
+            }
+            let markup = params.get("reply_markup").cloned().unwrap_or(Value::Null);
+            if !markup.is_null() {
+                check_keyboard(&markup)?;
+            }
+            let old_markup = inner
+                .markups
+                .get(&(chat, mid))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let Some(message) = inner
+                .bot_messages
+                .iter_mut()
+                .find(|m| m.chat == chat && m.message_id == mid && !m.deleted)
+            else {
+                return Err(bad("message to edit not found"));
+            };
+            if message.text == text && old_markup == markup {
+                return Err(bad(
+                    "message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                ));
+            }
+            message.text = text;
+            message.html = html.into();
+            message.tags = tags;
+            message.buttons = buttons_of(&markup);
+            let message = message.clone();
+            inner.markups.insert((chat, mid), markup);
+            let v = inner.message_json(&message);
             Ok(v)
         }
         "editmessagereplymarkup" => {

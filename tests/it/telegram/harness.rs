@@ -118,6 +118,10 @@ impl Harness {
         self.running.as_ref().expect("the bot runs")
     }
 
+    pub fn store(&self) -> Arc<dyn recoverbot::store::Database> {
+        self.running().app.store.clone()
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.running().app.engine
     }

@@ -16,4 +16,5 @@ mod pacing;
 mod restart;
 mod secrets;
 mod serve;
+mod status;
 mod webhook;

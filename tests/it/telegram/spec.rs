@@ -101,6 +101,21 @@ pub const METHODS: &[Method] = &[
         returns: "Message",
     },
     Method {
+        name: "editMessageText",
+        params: &[
+            opt("business_connection_id", "String"),
+            opt("chat_id", "Integer|String"),
+            opt("message_id", "Integer"),
+            opt("inline_message_id", "String"),
+            req("text", "String"),
+            opt("parse_mode", "String"),
+            opt("entities", "Array of MessageEntity"),
+            opt("link_preview_options", "LinkPreviewOptions"),
+            opt("reply_markup", "InlineKeyboardMarkup"),
+        ],
+        returns: "Message|Boolean",
+    },
+    Method {
         name: "editMessageReplyMarkup",
         params: &[
             opt("chat_id", "Integer|String"),
