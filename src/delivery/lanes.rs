@@ -33,12 +33,14 @@ struct Window {
 /// so whatever the holder does before sending (claiming the entry) cannot
 /// bunch sends up.
 #[must_use]
-pub struct LanePermit(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+pub struct LanePermit {
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
 
 impl LanePermit {
     /// No cap, nothing held.
     pub fn none() -> Self {
-        Self(None)
+        Self { _turn: None }
     }
 }
 
@@ -82,7 +84,7 @@ impl LaneCaps {
             at
         };
         tokio::time::sleep_until(at).await;
-        LanePermit(Some(turn))
+        LanePermit { _turn: Some(turn) }
     }
 }
 

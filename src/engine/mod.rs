@@ -278,10 +278,15 @@ impl Engine {
                 at: now,
             });
         }
-        if let Some(text) = reply.text() {
+        // Every message of the reply (an incident line may precede the
+        // step's own message).
+        for text in reply.actions.iter().filter_map(|a| match a {
+            Outbound::Message { text, .. } => Some(text),
+            _ => None,
+        }) {
             transcript.push(TranscriptEntry {
                 direction: Direction::Out,
-                text: text.to_string(),
+                text: text.clone(),
                 at: now,
             });
         }

@@ -548,6 +548,20 @@ pub struct StatusCommitted {
     pub notified: u64,
 }
 
+impl StatusCommit {
+    /// The bulk notice each subscriber of a resolved incident gets.
+    pub fn notices(notice: &Outbound, subscribers: Vec<Subscription>) -> Vec<Envelope> {
+        subscribers
+            .into_iter()
+            .map(|s| Envelope {
+                to: s.chat,
+                op: notice.clone(),
+                lane: Lane::Bulk,
+            })
+            .collect()
+    }
+}
+
 impl StatusCommitted {
     /// The distinct chats of `envelopes`, in order of first appearance.
     pub fn of(envelopes: &[Envelope], notified: u64) -> Self {

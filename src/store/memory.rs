@@ -12,7 +12,6 @@ use crate::engine::ports::{
     StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
     TurnCommit,
 };
-use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -508,14 +507,9 @@ impl StatusStore for MemoryStore {
         let mut envelopes = c.outbox;
         let mut notified = 0;
         for (incident, notice) in c.notify {
-            for sub in t.subscribers(&incident, c.at) {
-                envelopes.push(Envelope {
-                    to: sub.chat,
-                    op: notice.clone(),
-                    lane: Lane::Bulk,
-                });
-                notified += 1;
-            }
+            let notices = StatusCommit::notices(&notice, t.subscribers(&incident, c.at));
+            notified += notices.len() as u64;
+            envelopes.extend(notices);
             t.subscriptions.retain(|(i, _), _| *i != incident);
         }
         let committed = StatusCommitted::of(&envelopes, notified);

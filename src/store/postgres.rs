@@ -8,6 +8,7 @@ use super::queries as q;
 use super::{Backend, Database, MigrationReport, OpenError};
 use crate::config::DatabaseSettings;
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
+use crate::engine::Envelope;
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
     IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
@@ -15,7 +16,6 @@ use crate::engine::ports::{
     StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
     TurnCommit,
 };
-use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
@@ -708,14 +708,10 @@ impl StatusStore for PostgresStore {
         let mut envelopes = c.outbox.clone();
         let mut notified = 0;
         for (incident, notice) in &c.notify {
-            for sub in subscribers(&mut *tx, incident, c.at).await? {
-                envelopes.push(Envelope {
-                    to: sub.chat,
-                    op: notice.clone(),
-                    lane: Lane::Bulk,
-                });
-                notified += 1;
-            }
+            let subs = subscribers(&mut *tx, incident, c.at).await?;
+            let notices = StatusCommit::notices(notice, subs);
+            notified += notices.len() as u64;
+            envelopes.extend(notices);
             sqlx::query(q::END_SUBSCRIPTIONS)
                 .bind(incident)
                 .execute(&mut *tx)

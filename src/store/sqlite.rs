@@ -525,14 +525,9 @@ fn commit_status(
     let mut envelopes = c.outbox.clone();
     let mut notified = 0;
     for (incident, notice) in &c.notify {
-        for sub in subscribers(conn, incident, c.at)? {
-            envelopes.push(Envelope {
-                to: sub.chat,
-                op: notice.clone(),
-                lane: Lane::Bulk,
-            });
-            notified += 1;
-        }
+        let notices = StatusCommit::notices(notice, subscribers(conn, incident, c.at)?);
+        notified += notices.len() as u64;
+        envelopes.extend(notices);
         conn.prepare_cached(q::END_SUBSCRIPTIONS)
             .and_then(|mut s| s.execute(params![incident]))
             .map_err(db_err)?;

@@ -1119,6 +1119,32 @@ fn buttons_of(markup: &Value) -> Vec<(String, Option<String>, Option<String>)> {
         .collect()
 }
 
+/// A message's `text` as `sendMessage` and `editMessageText` take it: the
+/// source, the text after parsing, and the tags found; 1 to 4096 UTF-16
+/// units after parsing.
+fn message_text(
+    params: &Map<String, Value>,
+) -> Result<(String, String, Vec<String>), (u16, String)> {
+    let html = params
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("message text is empty"))?;
+    let (text, tags) = match params.get("parse_mode").and_then(Value::as_str) {
+        Some("HTML") => parse_html(html).map_err(|e| (400, e))?,
+        None => (html.to_string(), Vec::new()),
+        Some(other) => {
+            return Err(bad(&format!("unsupported parse_mode {other} in this fake")));
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(bad("message text is empty"));
+    }
+    if text.encode_utf16().count() > 4096 {
+        return Err(bad("message is too long"));
+    }
+    Ok((html.to_string(), text, tags))
+}
+
 fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handled {
     match method {
         "getme" => {
@@ -1195,23 +1221,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
         }
         "sendmessage" => {
             let chat = chat_id(params)?;
-            let html = params
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("message text is empty"))?;
-            let (text, tags) = match params.get("parse_mode").and_then(Value::as_str) {
-                Some("HTML") => parse_html(html).map_err(|e| (400, e))?,
-                None => (html.to_string(), Vec::new()),
-                Some(other) => {
-                    return Err(bad(&format!("unsupported parse_mode {other} in this fake")));
-                }
-            };
-            if text.trim().is_empty() {
-                return Err(bad("message text is empty"));
-            }
-            if text.encode_utf16().count() > 4096 {
-                return Err(bad("message is too long"));
-            }
+            let (html, text, tags) = message_text(params)?;
             let markup = params.get("reply_markup").cloned().unwrap_or(Value::Null);
             if !markup.is_null() {
                 check_keyboard(&markup)?;
@@ -1221,7 +1231,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 chat,
                 message_id,
                 text,
-                html: html.into(),
+                html,
                 tags,
                 buttons: buttons_of(&markup),
                 deleted: false,
@@ -1241,20 +1251,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
         "editmessagetext" => {
             let chat = chat_id(params)?;
             let mid = message_id(params)?;
-            let html = params
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("message text is empty"))?;
-            let (text, tags) = match params.get("parse_mode").and_then(Value::as_str) {
-                Some("HTML") => parse_html(html).map_err(|e| (400, e))?,
-                None => (html.to_string(), Vec::new()),
-                Some(other) => {
-                    return Err(bad(&format!("unsupported parse_mode {other} in this fake")));
-                }
-            };
-            if text.trim().is_empty() || text.encode_utf16().count() > 4096 {
-                return Err(bad("message text is empty or too long"));
-            }
+            let (html, text, tags) = message_text(params)?;
             let markup = params.get("reply_markup").cloned().unwrap_or(Value::Null);
             if !markup.is_null() {
                 check_keyboard(&markup)?;
@@ -1277,7 +1274,7 @@ fn handle(inner: &mut Inner, method: &str, params: &Map<String, Value>) -> Handl
                 ));
             }
             message.text = text;
-            message.html = html.into();
+            message.html = html;
             message.tags = tags;
             message.buttons = buttons_of(&markup);
             let message = message.clone();
