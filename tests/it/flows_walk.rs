@@ -401,3 +401,101 @@ async fn the_ending_did_this_solve_it_answer_is_stored_when_not_solved() {
         ("wrong_password", "not_solved")
     );
 }
+
+/// Every message of a reply, joined (an incident line comes first).
+fn all_text(r: &recoverbot::engine::Reply) -> String {
+    r.actions
+        .iter()
+        .filter_map(|a| match a {
+            recoverbot::engine::Outbound::Message { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// The buttons on the incident line, if the reply opens with one.
+fn incident_line_buttons(r: &recoverbot::engine::Reply) -> Vec<recoverbot::engine::OutButton> {
+    r.actions
+        .iter()
+        .filter_map(|a| match a {
+            recoverbot::engine::Outbound::Message { text, buttons, .. }
+                if text.starts_with("⚠️ Heads-up") =>
+            {
+                Some(buttons.clone())
+            }
+            _ => None,
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn during_a_login_incident_login_help_opens_with_it_and_skips_cache_advice() {
+    let bot = TestBot::start().await;
+    // All clear: nothing about status outside the status topic.
+    let r = bot.say("h1", "I can't log in").await;
+    assert_eq!(r.flow, "wrong_password", "{}", all_text(&r));
+    assert!(!all_text(&r).contains("Heads-up"), "{}", all_text(&r));
+
+    let created = bot
+        .admin_post(
+            "/_sim/incidents",
+            serde_json::json!({"name": "Login failures", "impact": "major", "components": ["Login"], "body": "Logins fail with an error page."}),
+        )
+        .await;
+    let r = bot.say("h2", "I can't log in").await;
+    assert_eq!(r.flow, "wrong_password", "{}", all_text(&r));
+    let all = all_text(&r);
+    assert!(all.starts_with("⚠️ Heads-up: Login failures"), "{all}");
+    assert!(all.contains("Logins fail with an error page"), "{all}");
+    assert!(all.contains("probably not your device"), "{all}");
+    let subscribe = incident_line_buttons(&r);
+    assert_eq!(subscribe.len(), 1, "{subscribe:?}");
+    assert!(subscribe[0].label.contains("Tell me when it's fixed"));
+
+    // The press subscribes and leaves the conversation where it was.
+    let r2 = bot
+        .send("h2", recoverbot::engine::Input::Button(subscribe[0].payload.clone()))
+        .await;
+    assert_eq!(at(&r2), at(&r), "the topic goes on");
+    assert!(text(&r2).contains("as soon as it's fixed"), "{}", text(&r2));
+    let id = created["id"].as_str().unwrap();
+    let subs = bot
+        .app
+        .store
+        .subscriptions(id, recoverbot::domain::now_millis())
+        .await
+        .unwrap();
+    assert_eq!(subs.len(), 1);
+
+    // The browser topic: no cache advice while login is down.
+    let r = bot
+        .say("h3", "the login page keeps reloading, maybe cookies?")
+        .await;
+    assert_eq!(at(&r), ("browser", "not_your_device_wait"), "{}", all_text(&r));
+    assert!(!all_text(&r).contains("Chrome"), "{}", all_text(&r));
+    assert!(labels(&r).iter().any(|l| l.contains("Tell me when it's fixed")));
+
+    bot.admin_post(
+        &format!("/_sim/incidents/{id}"),
+        serde_json::json!({"status": "resolved", "body": "Fixed."}),
+    )
+    .await;
+    let r = bot.say("h4", "I can't log in").await;
+    assert!(!all_text(&r).contains("Heads-up"), "{}", all_text(&r));
+    let r = bot
+        .say("h5", "the login page keeps reloading, maybe cookies?")
+        .await;
+    assert_eq!(at(&r), ("browser", "start"), "{}", all_text(&r));
+    // The subscriber's notice is queued, on the bulk lane.
+    let chat = TestBot::key("h2").chat_ref();
+    let queued = bot.app.store.chat_outbox(&chat).await.unwrap();
+    let notice = queued.last().unwrap();
+    assert_eq!(notice.lane, recoverbot::engine::Lane::Bulk);
+    assert!(
+        matches!(&notice.op, recoverbot::engine::Outbound::Message { text, .. } if text.starts_with("✅ Fixed: Login failures")),
+        "{:?}",
+        notice.op
+    );
+}
