@@ -9,6 +9,7 @@ mod conversation;
 mod endpoint;
 mod guild;
 mod reliability;
+mod status;
 
 use crate::support::bot::TestBot;
 use fake::{FakeDiscord, dm_channel_of};
