@@ -37,8 +37,10 @@ impl std::fmt::Display for PollError {
 }
 
 impl Status {
-    /// Watches until `shutdown`: every half poll interval, takes or renews
-    /// the lease; the holder polls when due. Every instance refreshes its
+    /// Watches until `shutdown`: every quarter poll interval, takes or
+    /// renews the lease (held for 1.5 intervals, so another instance takes
+    /// over within two intervals of the holder's death); the holder polls
+    /// when due. Every instance refreshes its
     /// board on each tick.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let poll = self.config.poll;
@@ -77,7 +79,7 @@ impl Status {
             }
             self.refresh_board().await;
             tokio::select! {
-                () = tokio::time::sleep(jittered(poll / 2)) => {}
+                () = tokio::time::sleep(jittered(poll / 4)) => {}
                 () = shutdown.wait() => break,
             }
         }

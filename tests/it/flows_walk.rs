@@ -456,7 +456,10 @@ async fn during_a_login_incident_login_help_opens_with_it_and_skips_cache_advice
 
     // The press subscribes and leaves the conversation where it was.
     let r2 = bot
-        .send("h2", recoverbot::engine::Input::Button(subscribe[0].payload.clone()))
+        .send(
+            "h2",
+            recoverbot::engine::Input::Button(subscribe[0].payload.clone()),
+        )
         .await;
     assert_eq!(at(&r2), at(&r), "the topic goes on");
     assert!(text(&r2).contains("as soon as it's fixed"), "{}", text(&r2));
@@ -473,9 +476,18 @@ async fn during_a_login_incident_login_help_opens_with_it_and_skips_cache_advice
     let r = bot
         .say("h3", "the login page keeps reloading, maybe cookies?")
         .await;
-    assert_eq!(at(&r), ("browser", "not_your_device_wait"), "{}", all_text(&r));
+    assert_eq!(
+        at(&r),
+        ("browser", "not_your_device_wait"),
+        "{}",
+        all_text(&r)
+    );
     assert!(!all_text(&r).contains("Chrome"), "{}", all_text(&r));
-    assert!(labels(&r).iter().any(|l| l.contains("Tell me when it's fixed")));
+    assert!(
+        labels(&r)
+            .iter()
+            .any(|l| l.contains("Tell me when it's fixed"))
+    );
 
     bot.admin_post(
         &format!("/_sim/incidents/{id}"),

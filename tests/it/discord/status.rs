@@ -32,7 +32,9 @@ fn posts(rig: &Rig, channel: u64) -> usize {
         .state()
         .calls
         .iter()
-        .filter(|c| c.is("POST", &format!("/api/v10/channels/{channel}/messages")) && c.status == 200)
+        .filter(|c| {
+            c.is("POST", &format!("/api/v10/channels/{channel}/messages")) && c.status == 200
+        })
         .count()
 }
 
@@ -61,7 +63,10 @@ async fn an_incident_is_posted_once_edited_in_place_and_resolved_on_discord() {
         .wait_until("the post", WAIT, |s| s.messages_in(CHANNEL).len() == 1)
         .await;
     let post_id = rig.fake.messages_in(CHANNEL)[0].id;
-    for (n, body) in ["We found the cause.", "A fix is rolling out."].iter().enumerate() {
+    for (n, body) in ["We found the cause.", "A fix is rolling out."]
+        .iter()
+        .enumerate()
+    {
         rig.bot
             .admin_post(
                 &format!("/_sim/incidents/{id}"),
@@ -88,11 +93,23 @@ async fn an_incident_is_posted_once_edited_in_place_and_resolved_on_discord() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let messages = rig.fake.messages_in(CHANNEL);
     assert_eq!(messages[0].id, post_id, "edited in place");
-    assert!(messages[0].content.starts_with("✅ Resolved"), "{}", messages[0].content);
-    assert!(messages[1].content.contains("is resolved"), "{}", messages[1].content);
+    assert!(
+        messages[0].content.starts_with("✅ Resolved"),
+        "{}",
+        messages[0].content
+    );
+    assert!(
+        messages[1].content.contains("is resolved"),
+        "{}",
+        messages[1].content
+    );
     assert_eq!(posts(&rig, CHANNEL), 2, "one post and one follow-up");
     assert_eq!(edits(&rig, CHANNEL), 3, "two updates and the resolution");
-    assert_eq!(posts(&rig, LOGIN_ONLY), 0, "a Payments incident is not for the Login-only channel");
+    assert_eq!(
+        posts(&rig, LOGIN_ONLY),
+        0,
+        "a Payments incident is not for the Login-only channel"
+    );
     assert_eq!(
         messages[0].allowed_mentions["parse"],
         json!([]),
@@ -128,7 +145,11 @@ async fn a_post_a_moderator_deleted_is_posted_again_once() {
         .wait_until("the repost", WAIT, |s| s.messages_in(CHANNEL).len() == 1)
         .await;
     let again = rig.fake.messages_in(CHANNEL)[0].clone();
-    assert!(again.content.contains("We found the cause."), "{}", again.content);
+    assert!(
+        again.content.contains("We found the cause."),
+        "{}",
+        again.content
+    );
     // The next update edits the new post: no third post.
     rig.bot
         .admin_post(

@@ -12,15 +12,15 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-const SIM_TOKEN: &str = "kill-test-sim-token";
-const SIM_ADMIN: &str = "kill-test-admin-token";
+pub(super) const SIM_TOKEN: &str = "kill-test-sim-token";
+pub(super) const SIM_ADMIN: &str = "kill-test-admin-token";
 
-struct Sim {
+pub(super) struct Sim {
     _child: Child,
-    url: String,
+    pub url: String,
 }
 
-async fn start_sim(dir: &Path) -> Sim {
+pub(super) async fn start_sim(dir: &Path) -> Sim {
     let mut child = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
         .args(["account-sim", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
@@ -86,7 +86,7 @@ fn spawn_bot(dir: &Path, api_url: &str, sim_url: &str) -> Child {
 }
 
 /// SIGKILL: no shutdown code runs.
-async fn kill9(child: &mut Child) {
+pub(super) async fn kill9(child: &mut Child) {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }

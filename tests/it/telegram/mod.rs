@@ -11,6 +11,7 @@ mod callbacks;
 mod conversation;
 mod delivery;
 mod groups;
+mod instances;
 mod kill;
 mod pacing;
 mod restart;
