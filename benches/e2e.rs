@@ -7,6 +7,12 @@
 //! [--no-think] [--api-latency-ms L] [--max-secs M] [--bin PATH]
 //! [--echo-bot]`
 //!
+//! `cargo bench --bench e2e -- --broadcast N [--bulk-rate R]` measures the
+//! "it's fixed" broadcast instead: N chats subscribed to a login incident,
+//! the incident resolved through the simulator, and every notice counted
+//! as the fake receives it. In this mode the fake answers 429, as Telegram
+//! does, when the bot sends more than 30 messages within a second.
+//!
 //! Each user walks the password-reset flow ("I forgot my password", "Send me
 //! a reset link", a per-user address, "Nothing yet", "Check if it was
 //! delivered", "Found it", ...; it starts over with text when a walk ends)
@@ -22,6 +28,9 @@
 //! to show what the harness alone can drive.
 //! The spec-checked fake in `tests/it/telegram/fake_server.rs` is the
 //! reference for the JSON shapes used here.
+
+#[path = "e2e/broadcast.rs"]
+mod broadcast;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -75,12 +84,17 @@ struct Options {
     max_secs: u64,
     bin: PathBuf,
     echo_bot: bool,
+    /// Subscribers for the broadcast mode.
+    broadcast: Option<usize>,
+    /// `telegram.bulk_messages_per_second` for the broadcast mode.
+    bulk_rate: Option<u64>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench e2e -- [--users N (5000)] [--turns T (6)] [--think-ms S (1000)] \
-         [--no-think] [--api-latency-ms L (0)] [--max-secs M (300)] [--bin PATH] [--echo-bot]"
+         [--no-think] [--api-latency-ms L (0)] [--max-secs M (300)] [--bin PATH] [--echo-bot] \
+         | --broadcast N [--bulk-rate R (the bot's default)]"
     );
     std::process::exit(2)
 }
@@ -93,6 +107,8 @@ fn options() -> Options {
         api_latency: Duration::ZERO,
         max_secs: 300,
         echo_bot: false,
+        broadcast: None,
+        bulk_rate: None,
         bin: std::env::var_os("RECOVERBOT_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_recoverbot")),
             PathBuf::from,
@@ -115,6 +131,10 @@ fn options() -> Options {
             "--api-latency-ms" => o.api_latency = Duration::from_millis(value("--api-latency-ms")),
             "--max-secs" => o.max_secs = value("--max-secs").max(1),
             "--echo-bot" => o.echo_bot = true,
+            "--broadcast" => {
+                o.broadcast = Some(usize::try_from(value("--broadcast")).unwrap_or(1).max(1));
+            }
+            "--bulk-rate" => o.bulk_rate = Some(value("--bulk-rate").max(1)),
             "--bin" => o.bin = args.next().map_or_else(|| usage(), PathBuf::from),
             // `cargo bench` passes `--bench` to every bench binary.
             "--bench" => {}
@@ -336,6 +356,8 @@ struct Inner {
     typed: u64,
     emails: u64,
     pressed: [u64; PREFERRED.len()],
+    /// When each message arrived (the broadcast mode counts them).
+    notice_times: Vec<Instant>,
 }
 
 #[derive(Default)]
@@ -352,6 +374,10 @@ struct Counters {
 
 struct Fake {
     inner: Mutex<Inner>,
+    /// Telegram's flood control, on in the broadcast mode: send times of
+    /// the last second, and the 429s answered.
+    flood: Option<Mutex<VecDeque<Instant>>>,
+    too_many: AtomicU64,
     updates: Notify,
     latency: Duration,
     polled: AtomicBool,
@@ -366,6 +392,8 @@ impl Fake {
                 next_update_id: 10_000,
                 ..Inner::default()
             }),
+            flood: None,
+            too_many: AtomicU64::new(0),
             updates: Notify::new(),
             latency,
             polled: AtomicBool::new(false),
@@ -504,6 +532,20 @@ impl Fake {
     fn send_message(&self, req: SendMessage) -> Response {
         self.calls.send_message.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        if let Some(flood) = &self.flood {
+            let mut sent = flood.lock().unwrap_or_else(|p| p.into_inner());
+            while sent
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(1))
+            {
+                sent.pop_front();
+            }
+            if sent.len() >= FLOOD_PER_SECOND {
+                self.too_many.fetch_add(1, Ordering::Relaxed);
+                return too_many_requests();
+            }
+            sent.push_back(now);
+        }
         let text = unescape(req.text);
         if text.trim().is_empty() {
             return error_response(400, "Bad Request: message text is empty");
@@ -511,6 +553,9 @@ impl Fake {
         let keyboard = req.reply_markup.filter(|k| !k.is_empty());
         let mut guard = self.lock();
         let inner = &mut *guard;
+        if self.flood.is_some() {
+            inner.notice_times.push(now);
+        }
         let chat = inner.chats.entry(req.chat_id).or_default();
         let message_id = chat.next_id();
         if let Some((since, tx)) = chat.awaiting.take() {
@@ -599,6 +644,19 @@ impl Fake {
         }
         json_response(&true)
     }
+}
+
+/// Telegram's flood limit for a bot's messages, in the broadcast mode.
+const FLOOD_PER_SECOND: usize = 30;
+
+fn too_many_requests() -> Response {
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#,
+        ))
+        .expect("a response")
 }
 
 /// A request body, or Telegram's description of why it is refused.
@@ -768,7 +826,13 @@ fn start_simulator(bin: &std::path::Path, dir: &std::path::Path) -> (Child, Stri
     (child, url)
 }
 
-fn start_bot(bin: &std::path::Path, dir: &std::path::Path, api_url: &str, sim_url: &str) -> Child {
+fn start_bot(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    api_url: &str,
+    sim_url: &str,
+    extra: &[(&str, String)],
+) -> Child {
     let flows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("flows");
     let log = std::fs::File::create(dir.join("bot.log")).expect("bot log file");
     let mut cmd = Command::new(bin);
@@ -789,6 +853,9 @@ fn start_bot(bin: &std::path::Path, dir: &std::path::Path, api_url: &str, sim_ur
         .env("RECOVERBOT__TELEGRAM__API_URL", api_url)
         .env("RECOVERBOT__RATE_LIMITS__RESETS_PER_USER", "1000")
         .env("RECOVERBOT__RATE_LIMITS__RESETS_PER_EMAIL", "1000");
+    for (key, value) in extra {
+        cmd.env(key, value);
+    }
     if let Some(filter) = std::env::var_os("RUST_LOG") {
         cmd.env("RUST_LOG", filter);
     }
@@ -854,7 +921,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(opts));
+    match opts.broadcast {
+        Some(n) => runtime.block_on(broadcast::run(opts.clone(), n)),
+        None => runtime.block_on(run(opts)),
+    }
 }
 
 /// A stand-in for the bot with next to no cost, for `--echo-bot`: it polls
@@ -950,7 +1020,7 @@ async fn run(opts: Arc<Options>) {
         let (sim, sim_url) = start_simulator(&opts.bin, dir.path());
         target.sim_pid = Some(sim.id());
         target.children.0.push(sim);
-        let bot = start_bot(&opts.bin, dir.path(), &api_url, &sim_url);
+        let bot = start_bot(&opts.bin, dir.path(), &api_url, &sim_url, &[]);
         target.bot_pid = Some(bot.id());
         target.children.0.push(bot);
     }

@@ -80,7 +80,7 @@ async fn leader_pid(db: &PgDb) -> Option<u32> {
             .fetch_optional(&mut conn)
             .await
             .unwrap();
-    holder.and_then(|h| h.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok()))
+    holder.and_then(|h| h.rsplit('-').nth(1).and_then(|p| p.parse().ok()))
 }
 
 fn channel_edits(fake: &FakeTelegram) -> usize {
