@@ -21,9 +21,8 @@ pub mod webhook;
 
 use crate::config::{AnnounceTarget, Settings};
 use crate::domain::now_millis;
-use crate::engine::ports::{OutboxWaker, StatusCommit, StoreError};
+use crate::engine::ports::{OutboxWaker, StatusCommit, Store, StoreError};
 use crate::engine::status::StatusBoard;
-use crate::store::Database;
 use std::sync::Arc;
 use std::time::Duration;
 use tracker::{Change, Tracked};
@@ -97,7 +96,7 @@ fn hostname() -> String {
 
 /// The watcher and what it feeds. Cheap to share.
 pub struct Status {
-    store: Arc<dyn Database>,
+    store: Arc<dyn Store>,
     board: Arc<StatusBoard>,
     waker: Arc<dyn OutboxWaker>,
     http: reqwest::Client,
@@ -106,7 +105,7 @@ pub struct Status {
 
 impl Status {
     pub fn new(
-        store: Arc<dyn Database>,
+        store: Arc<dyn Store>,
         board: Arc<StatusBoard>,
         waker: Arc<dyn OutboxWaker>,
         config: StatusConfig,

@@ -178,3 +178,13 @@ fn backoff(failures: u32) -> u32 {
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.9..1.1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_page_is_read_less_often_up_to_eight_intervals() {
+        assert_eq!((0..6).map(backoff).collect::<Vec<_>>(), [1, 2, 4, 8, 8, 8]);
+    }
+}

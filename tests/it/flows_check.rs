@@ -353,3 +353,35 @@ fn a_fifo_a_device_behind_a_symlink_and_an_oversized_file_are_refused_without_ha
         "{err}"
     );
 }
+
+#[test]
+fn a_status_branch_needs_a_known_condition_and_target() {
+    assert_error(
+        |s| {
+            s.replace(
+                "id = \"send\"\n",
+                "id = \"send\"\nstatus = { login_outage = \"done\" }\n",
+            )
+        },
+        &[
+            "reset.toml: step 'send': unknown status condition 'login_outage'",
+            "operational, login_incident, other_incident, unknown",
+        ],
+    );
+    assert_error(
+        |s| {
+            s.replace(
+                "id = \"send\"\n",
+                "id = \"send\"\nstatus = { login_incident = \"nowhere\" }\n",
+            )
+        },
+        &["reset.toml: step 'send': unknown target 'nowhere'"],
+    );
+    let (code, err) = check_with(|s| {
+        s.replace(
+            "id = \"send\"\n",
+            "id = \"send\"\nstatus = { login_incident = \"done\" }\n",
+        )
+    });
+    assert_eq!(code, Some(0), "{err}");
+}

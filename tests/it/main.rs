@@ -16,6 +16,7 @@ mod flows_walk;
 mod outbox_contract;
 mod redaction;
 mod status_store;
+mod status_watcher;
 mod store_backends;
 mod telegram;
 mod understanding;

@@ -30,6 +30,9 @@
 //!   and markup is "message is not modified".
 //! - `deleteMessage`, `answerCallbackQuery` (once per query),
 //!   `setMyCommands` (command syntax), `setWebhook` (HTTPS, secret syntax).
+//! - Flood control (opt-in, [`FakeTelegram::set_flood_limit`]): more than
+//!   N `sendMessage` calls within a second get 429 "Too Many Requests:
+//!   retry after 1", as Telegram answers a bot over its limit.
 //! - Injected faults: any reply (a 429 with `retry_after`, an error text)
 //!   for the next N calls of a method, or a hang until released.
 //!
@@ -166,6 +169,10 @@ struct Inner {
     callback_created_at: HashMap<String, Instant>,
     next_callback: u64,
     faults: Vec<Fault>,
+    /// Flood control, when a test turns it on: at most this many
+    /// `sendMessage` calls within any second, else 429 `retry_after` 1.
+    flood_limit: Option<usize>,
+    recent_sends: std::collections::VecDeque<Instant>,
     webhook: Option<Webhook>,
     commands: Vec<(String, String)>,
     violations: Vec<String>,
@@ -546,6 +553,12 @@ impl FakeTelegram {
         self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// From now on, more than `per_second` messages within a second get a
+    /// 429, as Telegram's flood control answers.
+    pub fn set_flood_limit(&self, per_second: usize) {
+        self.inner().flood_limit = Some(per_second);
+    }
+
     /// Every call but getUpdates takes this long from now on.
     pub fn set_latency(&self, latency: Duration) {
         *self
@@ -917,6 +930,21 @@ async fn api(
                 f.reply.clone()
             });
         inner.faults.retain(|f| f.remaining > 0);
+        let fault = fault.or_else(|| {
+            let limit = inner.flood_limit.filter(|_| method_lc == "sendmessage")?;
+            while inner
+                .recent_sends
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(1))
+            {
+                inner.recent_sends.pop_front();
+            }
+            if inner.recent_sends.len() >= limit {
+                return Some(FaultReply::retry_after(1));
+            }
+            inner.recent_sends.push_back(now);
+            None
+        });
         (index, fault)
     };
     let set = |status: u16, error: Option<String>| {

@@ -214,6 +214,8 @@ async fn a_broadcast_is_paced_reaches_everyone_once_and_survives_a_kill_halfway(
         s.telegram.bulk_messages_per_second = CAP;
     })
     .await;
+    // Telegram's flood control, a little above the bot's bulk cap.
+    h.fake.set_flood_limit(CAP as usize + 30);
     h.admin_post(
         "/_sim/incidents",
         serde_json::json!({"name": "Login failures", "status": "investigating", "impact": "major", "components": ["Login"], "body": "Logins fail."}),
