@@ -316,3 +316,70 @@ async fn a_broadcast_is_paced_reaches_everyone_once_and_survives_a_kill_halfway(
         "broadcast: {reached} of {N} notified once, {rate:.0} notices/s before the kill (cap {CAP}/s)"
     );
 }
+
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_is_dropped_after_the_first_refusal() {
+    // No announcement targets: the user's notice is the only message.
+    let h = Harness::start_with(|s| s.status.poll_secs = 1).await;
+    for name in ["Login failures", "Slow e-mails"] {
+        h.admin_post(
+            "/_sim/incidents",
+            serde_json::json!({"name": name, "status": "investigating", "impact": "major", "components": ["Login"], "body": "Looking."}),
+        )
+        .await;
+    }
+    let list = h.admin_get("/_sim/incidents").await;
+    let ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let chat = ChatRef::new(ChannelKind::Telegram, "4400");
+    let mut t = TurnCommit::outbox_only(ChannelKind::Telegram, None, 1, Vec::new());
+    for id in &ids {
+        t.subscriptions
+            .push(SubscriptionChange::Subscribe(Subscription {
+                chat: chat.clone(),
+                incident: id.clone(),
+                created_at: recoverbot::domain::now_millis(),
+                expires_at: recoverbot::domain::now_millis() + 3_600_000,
+            }));
+    }
+    h.store().commit_turn(t).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // the watcher has seen both
+    h.fake.fail_next(
+        "sendMessage",
+        1,
+        super::fake_server::FaultReply::error(403, "Forbidden: bot was blocked by the user"),
+    );
+    h.admin_post(
+        &format!("/_sim/incidents/{}", ids[0]),
+        serde_json::json!({"status": "resolved", "body": "Fixed."}),
+    )
+    .await;
+    let store = h.store();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = store
+            .subscriptions(&ids[1], recoverbot::domain::now_millis())
+            .await
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still subscribed after the refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tries: Vec<u16> = h
+        .fake
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|c| c.params["chat_id"] == 4400)
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(tries, [403], "one try, no retry of a permanent refusal");
+}
