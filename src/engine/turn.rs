@@ -597,7 +597,7 @@ impl<'a> Turn<'a> {
                 target = branch;
                 continue;
             }
-            self.incident_notice(&target, &conv.flow.clone());
+            self.incident_notice(&target, &conv.flow);
             conv.flow = target.flow.clone();
             conv.step = target.step.clone();
             conv.state.retries = 0;
