@@ -1,8 +1,9 @@
-//! Two real `recoverbot serve` processes on one PostgreSQL database, both
-//! announcing to the same Telegram channel: one set of posts, and when the
-//! watching instance is killed mid-incident the other finishes the
-//! lifecycle within two poll intervals. The surviving instance's operator
-//! listener takes Statuspage webhooks.
+//! The real `recoverbot serve` process killed with SIGKILL during status
+//! work. Two instances on one PostgreSQL database, both announcing to the
+//! same Telegram channel: one set of posts, and when the watching instance
+//! is killed mid-incident the other finishes the lifecycle within two poll
+//! intervals; the survivor's operator listener takes Statuspage webhooks.
+//! And a broadcast killed halfway tells nobody twice.
 
 use super::fake_server::{FakeTelegram, TOKEN};
 use super::kill::{SIM_ADMIN, SIM_TOKEN, kill9, start_sim};
@@ -14,9 +15,16 @@ use tokio::process::{Child, Command};
 
 const CHANNEL: i64 = -100_900;
 const POLL_SECS: u64 = 2;
+/// The bulk cap of these instances (the default, 25, would make the
+/// broadcast below take 80 s).
+const BULK: u64 = 250;
 
 fn spawn(dir: &Path, n: usize, db: &str, api: &str, sim: &str, listen: &str) -> Child {
-    let log = std::fs::File::create(dir.join(format!("bot{n}.log"))).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("bot{n}.log")))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_recoverbot"))
         .arg("serve")
         .current_dir(dir)
@@ -43,6 +51,10 @@ fn spawn(dir: &Path, n: usize, db: &str, api: &str, sim: &str, listen: &str) -> 
         .env("RECOVERBOT__TELEGRAM__TOKEN", TOKEN)
         .env("RECOVERBOT__TELEGRAM__API_URL", api)
         .env("RECOVERBOT__TELEGRAM__POLL_TIMEOUT_SECS", "1")
+        .env(
+            "RECOVERBOT__TELEGRAM__BULK_MESSAGES_PER_SECOND",
+            BULK.to_string(),
+        )
         .env("RUST_LOG", "recoverbot=info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -212,4 +224,102 @@ async fn two_instances_post_once_and_the_second_takes_over_when_the_watcher_dies
     }
     db.drop_db().await;
     announce("ran PostgreSQL half of `status_two_instances`");
+}
+
+#[tokio::test]
+async fn a_broadcast_killed_with_sigkill_halfway_tells_nobody_twice() {
+    const N: i64 = 2_000;
+    const FIRST: i64 = 700_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/bot.db", dir.path().display());
+    let fake = FakeTelegram::start().await;
+    fake.set_flood_limit(BULK as usize + 30);
+    let sim = start_sim(dir.path()).await;
+    let created = admin(
+        &sim.url,
+        "/_sim/incidents",
+        serde_json::json!({"name": "Login failures", "status": "investigating", "impact": "major", "components": ["Login"], "body": "Logins fail."}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    {
+        // The subscriptions, as N presses would have made them.
+        let settings = recoverbot::config::DatabaseSettings {
+            url: db.clone(),
+            ..Default::default()
+        };
+        let store = recoverbot::store::open(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let now = recoverbot::domain::now_millis();
+        let mut turn = recoverbot::engine::ports::TurnCommit::outbox_only(
+            recoverbot::domain::ChannelKind::Telegram,
+            None,
+            now,
+            Vec::new(),
+        );
+        turn.subscriptions = (0..N)
+            .map(|i| {
+                recoverbot::engine::ports::SubscriptionChange::Subscribe(
+                    recoverbot::engine::ports::Subscription {
+                        chat: recoverbot::domain::ChatRef::new(
+                            recoverbot::domain::ChannelKind::Telegram,
+                            (FIRST + i).to_string(),
+                        ),
+                        incident: id.clone(),
+                        created_at: now,
+                        expires_at: now + 3_600_000,
+                    },
+                )
+            })
+            .collect();
+        store.commit_turn(turn).await.unwrap();
+        store.close().await;
+    }
+    let listen = free_port();
+    let mut bot = spawn(dir.path(), 0, &db, &fake.url, &sim.url, &listen);
+    fake.wait_for("the announcement", Duration::from_secs(30), |f| {
+        f.messages_to(CHANNEL).len() == 1
+    })
+    .await;
+    admin(
+        &sim.url,
+        &format!("/_sim/incidents/{id}"),
+        serde_json::json!({"status": "resolved", "body": "Fixed."}),
+    )
+    .await;
+    let reached = |f: &FakeTelegram| {
+        (0..N)
+            .filter(|i| !f.messages_to(FIRST + i).is_empty())
+            .count() as i64
+    };
+    fake.wait_for("half the broadcast", Duration::from_secs(60), |f| {
+        reached(f) >= N / 2
+    })
+    .await;
+    kill9(&mut bot).await;
+    let at_kill = reached(&fake);
+    let mut bot = spawn(dir.path(), 0, &db, &fake.url, &sim.url, &listen);
+    fake.wait_for("the rest of the broadcast", Duration::from_secs(60), |f| {
+        reached(f) >= N - 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(7)).await; // past the in-doubt grace
+    let twice = (0..N)
+        .filter(|i| fake.messages_to(FIRST + i).len() > 1)
+        .count();
+    assert_eq!(twice, 0, "nobody hears twice");
+    let reached = reached(&fake);
+    // A notice in flight at the kill is never sent again: it may be lost,
+    // never doubled.
+    assert!(reached >= N - 5, "{reached} of {N}");
+    let too_many = fake
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|c| c.status == 429)
+        .count();
+    assert_eq!(too_many, 0);
+    eprintln!(
+        "broadcast with SIGKILL: {at_kill} sent before the kill, {reached} of {N} in all, none twice"
+    );
+    kill9(&mut bot).await;
 }
