@@ -993,13 +993,12 @@ impl Target {
     }
 }
 
-async fn run(opts: Arc<Options>) {
-    let tck = clock_ticks_per_sec() as f64;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fake = Arc::new(Fake::new(opts.api_latency));
+/// Serves the fake Bot API on a loopback port, on this thread; returns its
+/// URL.
+async fn serve_fake(fake: Arc<Fake>) -> String {
     let app = Router::new()
         .route("/{token}/{method}", axum::routing::post(api))
-        .with_state(fake.clone());
+        .with_state(fake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the fake Bot API");
@@ -1007,6 +1006,14 @@ async fn run(opts: Arc<Options>) {
     tokio::spawn(async move {
         axum::serve(listener, app).await.ok();
     });
+    api_url
+}
+
+async fn run(opts: Arc<Options>) {
+    let tck = clock_ticks_per_sec() as f64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::new(opts.api_latency));
+    let api_url = serve_fake(fake.clone()).await;
 
     let mut target = Target {
         children: Children(Vec::new()),

@@ -6,9 +6,9 @@
 //! 429 answers (Telegram's flood control, 30 messages a second).
 
 use super::{
-    Children, Fake, Options, api, clock_ticks_per_sec, cpu_ticks, start_bot, start_simulator, tail,
+    Children, Fake, Options, clock_ticks_per_sec, cpu_ticks, serve_fake, start_bot,
+    start_simulator, tail,
 };
-use axum::Router;
 use recoverbot::config::DatabaseSettings;
 use recoverbot::domain::{ChannelKind, ChatRef, now_millis};
 use recoverbot::engine::ports::{Subscription, SubscriptionChange, TurnCommit};
@@ -70,16 +70,7 @@ pub async fn run(opts: Arc<Options>, n: usize) {
     let mut fake = Fake::new(opts.api_latency);
     fake.flood = Some(std::sync::Mutex::default());
     let fake = Arc::new(fake);
-    let app = Router::new()
-        .route("/{token}/{method}", axum::routing::post(api))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake Bot API");
-    let api_url = format!("http://{}", listener.local_addr().expect("local addr"));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.ok();
-    });
+    let api_url = serve_fake(fake.clone()).await;
     let mut children = Children(Vec::new());
     let (sim, sim_url) = start_simulator(&opts.bin, dir.path());
     children.0.push(sim);
