@@ -63,7 +63,7 @@ pub enum Command {
 pub enum FlowsCommand {
     /// Check flow files; exits 1 and lists every problem if there are any.
     Check {
-        /// Directory of flow files (default: engine.flows_dir).
+        /// Directory of flow files (default: engine.flows_dir, else the built-in flows).
         dir: Option<PathBuf>,
     },
     /// How well free text reaches the right help: routes every line of a
@@ -79,7 +79,7 @@ pub enum FlowsCommand {
         /// Exit 1 when the accuracy is below this (0.95 or 95%).
         #[arg(long, value_parser = parse_share)]
         min_accuracy: Option<f64>,
-        /// Directory of flow files (default: engine.flows_dir).
+        /// Directory of flow files (default: engine.flows_dir, else the built-in flows).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -88,7 +88,7 @@ pub enum FlowsCommand {
     Route {
         /// The message, as a user would type it.
         text: String,
-        /// Directory of flow files (default: engine.flows_dir).
+        /// Directory of flow files (default: engine.flows_dir, else the built-in flows).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -97,7 +97,7 @@ pub enum FlowsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
-        /// Directory of flow files (default: engine.flows_dir).
+        /// Directory of flow files (default: engine.flows_dir, else the built-in flows).
         dir: Option<PathBuf>,
     },
 }
@@ -143,14 +143,14 @@ fn parse_share(s: &str) -> Result<f64, String> {
 }
 
 fn eval_flows(
-    dir: &Path,
+    dir: Option<&Path>,
     file: Option<&Path>,
     examples: bool,
     min_accuracy: Option<f64>,
     settings: &Settings,
 ) -> ExitCode {
     let started = std::time::Instant::now();
-    let set = match flow::load_dir_with(dir, settings.flows.max_file_bytes) {
+    let set = match flow::load_configured(dir, settings.flows.max_file_bytes) {
         Ok(set) => set,
         Err(diags) => {
             for d in &diags {
@@ -208,6 +208,15 @@ model: {} entry points, {} examples, {:.1} MiB; flows loaded and trained in {} m
     }
 }
 
+/// How a flow set is named in `flows` output: its directory, or the
+/// built-in set.
+fn flows_name(dir: Option<&std::path::Path>) -> String {
+    dir.map_or_else(
+        || flow::load::BUILTIN_NAME.to_string(),
+        |d| d.display().to_string(),
+    )
+}
+
 fn config_failure(e: &ConfigError) -> ExitCode {
     eprintln!("recoverbot: configuration error: {e}");
     ExitCode::from(2)
@@ -220,13 +229,13 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Flows(FlowsCommand::Check { dir }) => {
-            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
+            let dir = dir.or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_configured(dir.as_deref(), settings.flows.max_file_bytes) {
                 Ok(set) => {
                     let steps: usize = set.flows.values().map(|f| f.steps.len()).sum();
                     println!(
                         "{}: {} flows, {} steps, no problems",
-                        dir.display(),
+                        flows_name(dir.as_deref()),
                         set.flows.len(),
                         steps
                     );
@@ -239,7 +248,11 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                     for d in &diags {
                         eprintln!("{d}");
                     }
-                    eprintln!("{} problem(s) in {}", diags.len(), dir.display());
+                    eprintln!(
+                        "{} problem(s) in {}",
+                        diags.len(),
+                        flows_name(dir.as_deref())
+                    );
                     ExitCode::FAILURE
                 }
             }
@@ -250,12 +263,12 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             min_accuracy,
             dir,
         }) => {
-            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            eval_flows(&dir, file.as_deref(), examples, min_accuracy, &settings)
+            let dir = dir.or_else(|| settings.engine.flows_dir.clone());
+            eval_flows(dir.as_deref(), file.as_deref(), examples, min_accuracy, &settings)
         }
         Command::Flows(FlowsCommand::Route { text, dir }) => {
-            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
+            let dir = dir.or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_configured(dir.as_deref(), settings.flows.max_file_bytes) {
                 Ok(set) => {
                     println!("route: {:?}", set.route(&text, &settings.understanding));
                     if let Some(model) = set.classifier.as_deref() {
@@ -279,8 +292,8 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             }
         }
         Command::Flows(FlowsCommand::Graph { format, dir }) => {
-            let dir = dir.unwrap_or_else(|| settings.engine.flows_dir.clone());
-            match flow::load_dir_with(&dir, settings.flows.max_file_bytes) {
+            let dir = dir.or_else(|| settings.engine.flows_dir.clone());
+            match flow::load_configured(dir.as_deref(), settings.flows.max_file_bytes) {
                 Ok(set) => {
                     print!("{}", flow::graph::render(&set, format));
                     ExitCode::SUCCESS

@@ -66,8 +66,7 @@ pub struct App {
 impl App {
     /// Opens the database, loads the flows, connects the account service.
     pub async fn build(settings: Settings, mode: AccountMode) -> Result<Self, StartError> {
-        let flows = flow::load_dir_with(&settings.engine.flows_dir, settings.flows.max_file_bytes)
-            .map_err(StartError::Flows)?;
+        let flows = load_flows(&settings).map_err(StartError::Flows)?;
         let store = store::open(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
@@ -133,6 +132,14 @@ impl App {
         }
         self.store.close().await;
     }
+}
+
+/// The configured flows: `engine.flows_dir`, or the built-in set.
+pub fn load_flows(settings: &Settings) -> Result<flow::FlowSet, Vec<Diagnostic>> {
+    flow::load_configured(
+        settings.engine.flows_dir.as_deref(),
+        settings.flows.max_file_bytes,
+    )
 }
 
 async fn account_actions(

@@ -188,8 +188,9 @@ impl Default for PlatformSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// The directory of flow files.
-    pub flows_dir: PathBuf,
+    /// The directory of flow files; unset, the default flows compiled into
+    /// the binary are used.
+    pub flows_dir: Option<PathBuf>,
     /// A conversation untouched this long starts afresh.
     pub idle_timeout_secs: u64,
     /// Processed inbound event ids are kept this long to drop redeliveries.
@@ -204,7 +205,7 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            flows_dir: PathBuf::from("flows"),
+            flows_dir: None,
             idle_timeout_secs: 30 * 60,
             dedupe_retention_hours: 72,
             transcript_retention_days: 90,

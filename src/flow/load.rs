@@ -1,4 +1,5 @@
-//! Reading flow files from a directory.
+//! Reading flow files: from a directory (`engine.flows_dir`), or the
+//! default set compiled into the binary.
 
 use super::check::{Diagnostic, check_and_compile};
 use super::model::{FlowFile, FlowSet};
@@ -77,32 +78,80 @@ pub fn load_dir_with(dir: &Path, max_file_bytes: u64) -> Result<FlowSet, Vec<Dia
         }
     };
     paths.sort();
+    let mut sources = Vec::new();
+    let mut diags = Vec::new();
+    for path in paths {
+        match read_flow_file(&path, max_file_bytes) {
+            Ok(text) => sources.push((path, text)),
+            Err(message) => diags.push(Diagnostic {
+                file: path,
+                step: None,
+                message,
+                hint: None,
+            }),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    load_sources(&sources)
+}
+
+/// The default flows (`flows/*.toml` in the source tree), compiled into
+/// the binary so it runs anywhere; `engine.flows_dir` replaces them.
+pub const BUILTIN_FLOWS: &[(&str, &str)] = &[
+    ("after_login.toml", include_str!("../../flows/after_login.toml")),
+    ("browser.toml", include_str!("../../flows/browser.toml")),
+    ("feedback.toml", include_str!("../../flows/feedback.toml")),
+    ("human.toml", include_str!("../../flows/human.toml")),
+    ("main.toml", include_str!("../../flows/main.toml")),
+    ("password_reset.toml", include_str!("../../flows/password_reset.toml")),
+    ("security.toml", include_str!("../../flows/security.toml")),
+    ("signup.toml", include_str!("../../flows/signup.toml")),
+    ("status.toml", include_str!("../../flows/status.toml")),
+    ("two_factor.toml", include_str!("../../flows/two_factor.toml")),
+    ("two_factor_setup.toml", include_str!("../../flows/two_factor_setup.toml")),
+    ("wrong_password.toml", include_str!("../../flows/wrong_password.toml")),
+];
+
+/// Where built-in flows say they come from in diagnostics.
+pub const BUILTIN_NAME: &str = "<built-in flows>";
+
+/// Checks and compiles the built-in flows.
+pub fn load_builtin() -> Result<FlowSet, Vec<Diagnostic>> {
+    let sources: Vec<(PathBuf, String)> = BUILTIN_FLOWS
+        .iter()
+        .map(|(name, text)| (Path::new(BUILTIN_NAME).join(name), (*text).to_string()))
+        .collect();
+    load_sources(&sources)
+}
+
+/// The flows in `dir`, or the built-in ones when no directory is set.
+pub fn load_configured(dir: Option<&Path>, max_file_bytes: u64) -> Result<FlowSet, Vec<Diagnostic>> {
+    match dir {
+        Some(dir) => load_dir_with(dir, max_file_bytes),
+        None => load_builtin(),
+    }
+}
+
+/// Parses, fingerprints, checks and compiles flow file texts, sorted by
+/// name. The fingerprint covers file names and texts, so the built-in set
+/// and a copy of it on disk have the same flow version.
+fn load_sources(sources: &[(PathBuf, String)]) -> Result<FlowSet, Vec<Diagnostic>> {
     let mut files = Vec::new();
     let mut diags = Vec::new();
     let mut hasher = Fnv64::default();
-    for path in paths {
-        let text = match read_flow_file(&path, max_file_bytes) {
-            Ok(t) => t,
-            Err(message) => {
-                diags.push(Diagnostic {
-                    file: path,
-                    step: None,
-                    message,
-                    hint: None,
-                });
-                continue;
-            }
-        };
+    for (path, text) in sources {
         hasher.write(
             path.file_name()
                 .map(|n| n.as_encoded_bytes())
                 .unwrap_or_default(),
         );
         hasher.write(text.as_bytes());
-        match parse_flow_file(&text) {
-            Ok(file) => files.push((path, file)),
+        match parse_flow_file(text) {
+            Ok(file) => files.push((path.clone(), file)),
             Err(message) => diags.push(Diagnostic {
-                file: path,
+                file: path.clone(),
                 step: None,
                 message,
                 hint: Some("see docs/flows.md for the file format".into()),
@@ -148,4 +197,32 @@ pub fn check_text(name: &str, text: &str) -> Result<FlowSet, Vec<Diagnostic>> {
     let mut hasher = Fnv64::default();
     hasher.write(text.as_bytes());
     check_and_compile(&[(PathBuf::from(name), file)], format!("{:016x}", hasher.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_flows_are_every_file_of_the_flows_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        on_disk.sort();
+        let built_in: Vec<String> = BUILTIN_FLOWS.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(built_in, on_disk, "add the new flow file to BUILTIN_FLOWS");
+    }
+
+    #[test]
+    fn the_built_in_flows_have_the_version_of_the_same_files_on_disk() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let from_disk = load_dir(&dir).unwrap();
+        let built_in = load_builtin().unwrap();
+        assert_eq!(built_in.version, from_disk.version);
+        assert_eq!(built_in.flows.len(), from_disk.flows.len());
+    }
 }

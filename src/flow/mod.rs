@@ -15,6 +15,9 @@ pub mod model;
 pub mod router;
 
 pub use check::Diagnostic;
-pub use load::{check_text, load_dir, load_dir_with, parse_flow_file};
+pub use load::{
+    BUILTIN_FLOWS, check_text, load_builtin, load_configured, load_dir, load_dir_with,
+    parse_flow_file,
+};
 pub use model::{FlowSet, Target, normalize};
 pub use router::{Route, RouteBy};

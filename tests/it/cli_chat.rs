@@ -1,6 +1,7 @@
 //! `recoverbot chat` as a newcomer and a script use it: piped lines and
 //! `--jsonl`, on the embedded default (SQLite file, default flows, the
-//! simulator in-process).
+//! simulator in-process). The bot runs in an empty directory: the default
+//! flows are inside the binary.
 
 use crate::support::bot::flows_dir;
 use serde_json::Value;
@@ -15,7 +16,6 @@ fn chat_bytes(dir: &std::path::Path, args: &[&str], input: &[u8]) -> (String, St
     let mut child = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
         .current_dir(dir)
         .env_clear()
-        .env("RECOVERBOT__ENGINE__FLOWS_DIR", flows_dir())
         .env("RECOVERBOT__SIMULATOR__DELIVERY_STEP_SECS", "0")
         .arg("chat")
         .args(args)

@@ -385,3 +385,25 @@ fn a_status_branch_needs_a_known_condition_and_target() {
     });
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn with_no_directory_anywhere_the_built_in_flows_are_checked() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recoverbot"))
+        .current_dir(empty.path())
+        .env_clear()
+        .args(["flows", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("<built-in flows>: ") && stdout.contains("no problems"),
+        "{stdout}"
+    );
+}

@@ -24,7 +24,6 @@ pub fn test_settings(db: &SqliteDb) -> Settings {
         database: db.settings.clone(),
         ..Settings::default()
     };
-    s.engine.flows_dir = flows_dir();
     s.simulator.delivery_step_secs = 0;
     s.simulator.admin_token = Some(ADMIN_TOKEN.into());
     s

@@ -71,7 +71,7 @@ async fn a_ten_thousand_character_reply_is_split_under_the_limit() {
     )
     .unwrap();
     let dir = flows.path().to_path_buf();
-    let h = Harness::start_with(move |s| s.engine.flows_dir = dir).await;
+    let h = Harness::start_with(move |s| s.engine.flows_dir = Some(dir)).await;
     let u = TgUser::new(7201, "Long");
     let r = h.say(&u, "a long read please").await;
     assert!(r.len() >= 3, "{} messages", r.len());
