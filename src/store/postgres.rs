@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the storage ports on PostgreSQL (sqlx), for running
 //! several instances against one database. The SQL is shared with the SQLite
-//! backend ([`super::queries`]); optimistic concurrency and `ON CONFLICT`
+//! backend ([`super::queries`]), through a typed `PgPool`; optimistic
+//! concurrency and `ON CONFLICT`
 //! keep instances from overwriting each other.
 
 use super::outbox_rows::{self, EntryRow};
@@ -17,13 +18,13 @@ use crate::engine::ports::{
     TurnCommit,
 };
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::{Executor, Row};
 use std::time::Duration;
 
 /// The store on PostgreSQL.
 pub struct PostgresStore {
-    pool: AnyPool,
+    pool: PgPool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -38,8 +39,7 @@ fn backend_err(e: sqlx::Error) -> StoreError {
 
 impl PostgresStore {
     pub(super) async fn connect(settings: &DatabaseSettings) -> Result<Self, OpenError> {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
+        let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
             .connect(settings.url.trim())
@@ -51,7 +51,7 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
@@ -90,7 +90,7 @@ fn describe_connect_error(e: &sqlx::Error) -> String {
 
 fn conversation_from_row(
     key: &ConversationKey,
-    row: &AnyRow,
+    row: &PgRow,
 ) -> Result<StoredConversation, StoreError> {
     Ok(StoredConversation {
         key: key.clone(),
@@ -292,7 +292,7 @@ impl ConversationStore for PostgresStore {
 }
 
 async fn write_conversation(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     c: &StoredConversation,
 ) -> Result<i64, StoreError> {
     let key = &c.key;
@@ -337,7 +337,7 @@ async fn write_conversation(
 }
 
 /// The turn's transcript, audit, escalation and feedback records.
-async fn write_records(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), StoreError> {
+async fn write_records(tx: &mut PgConnection, turn: &TurnCommit) -> Result<(), StoreError> {
     if let Some(c) = &turn.conversation
         && !turn.transcript.is_empty()
     {
@@ -407,7 +407,7 @@ async fn write_records(tx: &mut AnyConnection, turn: &TurnCommit) -> Result<(), 
 
 /// Appends the turn's envelopes, each chat's after its last sequence number.
 async fn write_outbox(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     envelopes: &[Envelope],
     event: Option<String>,
     at: Millis,
@@ -440,7 +440,7 @@ async fn write_outbox(
 }
 
 async fn write_subscription(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     change: &SubscriptionChange,
 ) -> Result<(), StoreError> {
     match change {
@@ -469,7 +469,7 @@ async fn subscribers<'c, E>(
     now: Millis,
 ) -> Result<Vec<Subscription>, StoreError>
 where
-    E: Executor<'c, Database = Any>,
+    E: Executor<'c, Database = Postgres>,
 {
     let rows = sqlx::query(q::SUBSCRIBERS)
         .bind(incident)
@@ -493,7 +493,7 @@ where
 }
 
 /// A conversation key from three columns starting at `first`.
-fn key_from_row(row: &AnyRow, first: usize) -> Result<ConversationKey, StoreError> {
+fn key_from_row(row: &PgRow, first: usize) -> Result<ConversationKey, StoreError> {
     let channel: String = row.try_get(first).map_err(backend_err)?;
     Ok(ConversationKey {
         channel: ChannelKind::parse(&channel)
@@ -505,7 +505,7 @@ fn key_from_row(row: &AnyRow, first: usize) -> Result<ConversationKey, StoreErro
 
 async fn insert_audit<'c, E>(executor: E, entry: &AuditEntry) -> Result<(), StoreError>
 where
-    E: Executor<'c, Database = Any>,
+    E: Executor<'c, Database = Postgres>,
 {
     sqlx::query(q::INSERT_AUDIT)
         .bind(entry.at)
@@ -519,7 +519,7 @@ where
     Ok(())
 }
 
-fn entry_from_row(r: &AnyRow) -> Result<OutboxEntry, StoreError> {
+fn entry_from_row(r: &PgRow) -> Result<OutboxEntry, StoreError> {
     let get_err = backend_err;
     EntryRow {
         id: r.try_get(0).map_err(get_err)?,

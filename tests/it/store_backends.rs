@@ -511,7 +511,7 @@ async fn postgres_instances_starting_together_do_not_race_on_migrations() {
     let store = pg.open().await;
     let known = store.migrate().await.unwrap().known;
     store.close().await;
-    let pool = sqlx::AnyPool::connect(&pg.settings.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg.settings.url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&pool)
         .await

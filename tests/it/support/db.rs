@@ -69,8 +69,7 @@ pub struct PgDb {
 impl PgDb {
     pub async fn create(base_url: &str) -> Self {
         let name = format!("recoverbot_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::any::install_default_drivers();
-        let mut admin = sqlx::AnyConnection::connect(base_url)
+        let mut admin = sqlx::PgConnection::connect(base_url)
             .await
             .expect("connect to RECOVERBOT_TEST_DATABASE_URL");
         admin
@@ -98,7 +97,7 @@ impl PgDb {
     }
 
     pub async fn drop_db(self) {
-        let mut admin = sqlx::AnyConnection::connect(&self.admin_url).await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
         admin
             .execute(&*format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

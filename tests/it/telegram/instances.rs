@@ -84,7 +84,7 @@ async fn admin(sim: &str, path: &str, body: serde_json::Value) -> serde_json::Va
 
 /// The pid in the watcher lease's holder (`<host>-<pid>-<random>`).
 async fn leader_pid(db: &PgDb) -> Option<u32> {
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.settings.url)
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.settings.url)
         .await
         .unwrap();
     let holder: Option<String> =
