@@ -264,7 +264,13 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
             dir,
         }) => {
             let dir = dir.or_else(|| settings.engine.flows_dir.clone());
-            eval_flows(dir.as_deref(), file.as_deref(), examples, min_accuracy, &settings)
+            eval_flows(
+                dir.as_deref(),
+                file.as_deref(),
+                examples,
+                min_accuracy,
+                &settings,
+            )
         }
         Command::Flows(FlowsCommand::Route { text, dir }) => {
             let dir = dir.or_else(|| settings.engine.flows_dir.clone());
@@ -494,6 +500,7 @@ async fn serve(settings: Settings) -> ExitCode {
         crate::startup::purge_periodically(
             app.store.clone(),
             app.settings.clone(),
+            app.instance.clone(),
             shutdown.clone(),
         )
         .map(|()| Ok(())),

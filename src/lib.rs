@@ -45,6 +45,7 @@ pub mod domain;
 pub mod engine;
 pub mod flow;
 pub mod http;
+pub mod lease;
 pub mod shutdown;
 pub mod simulator;
 pub mod startup;

@@ -61,6 +61,8 @@ pub struct App {
     pub simulator: Option<RunningSim>,
     /// A line for the operator: which account API is in use.
     pub account_api_description: String,
+    /// This instance's name in leases (`<host>-<pid>-<random>`).
+    pub instance: Arc<str>,
 }
 
 impl App {
@@ -79,18 +81,22 @@ impl App {
             actions,
             EngineConfig::from_settings(&settings),
         ));
-        let delivery = Delivery::new(store.clone(), DeliverySettings::default());
+        let instance: Arc<str> = crate::lease::holder_name().into();
+        let delivery = Delivery::new(store.clone(), delivery_settings(&*store, &instance));
         engine.set_waker(Arc::new(delivery.clone()));
         let page = settings
             .status
             .url
             .clone()
             .or_else(|| simulator.as_ref().map(|s| s.url.clone()));
+        let mut status_config =
+            StatusConfig::from_settings(&settings, page.as_deref()).map_err(StartError::Config)?;
+        status_config.holder = instance.to_string();
         let status = Status::new(
             store.clone(),
             engine.status_board(),
             Arc::new(delivery.clone()),
-            StatusConfig::from_settings(&settings, page.as_deref()).map_err(StartError::Config)?,
+            status_config,
         )
         .map_err(StartError::Config)?;
         Ok(Self {
@@ -101,6 +107,7 @@ impl App {
             status,
             simulator,
             account_api_description: description,
+            instance,
         })
     }
 
@@ -131,6 +138,15 @@ impl App {
             sim.stop().await;
         }
         self.store.close().await;
+    }
+}
+
+/// Delivery as the store allows: on PostgreSQL, shared by instances, each
+/// chat drained under a lease; otherwise one instance, no leases.
+fn delivery_settings(store: &dyn Database, instance: &Arc<str>) -> DeliverySettings {
+    DeliverySettings {
+        chat_leases: (store.backend() == store::Backend::Postgres).then(|| instance.clone()),
+        ..DeliverySettings::default()
     }
 }
 
@@ -210,37 +226,45 @@ pub async fn shutdown_signal() {
 
 /// Deletes what has outlived its purpose, every hour, until shutdown:
 /// dedupe records, old transcripts, spent idempotency records, rate windows.
+/// With several instances, one at a time purges (the `job:purge` lease).
 pub async fn purge_periodically(
     store: Arc<dyn Database>,
     settings: Settings,
-    mut shutdown: crate::shutdown::Shutdown,
+    instance: Arc<str>,
+    shutdown: crate::shutdown::Shutdown,
 ) {
+    let leases = store.clone();
+    crate::lease::run_periodically(
+        leases,
+        instance,
+        "purge",
+        Duration::from_secs(3600),
+        shutdown,
+        || purge_once(store.as_ref(), &settings),
+    )
+    .await;
+}
+
+/// One purge pass.
+async fn purge_once(store: &dyn Database, settings: &Settings) {
     use crate::engine::ports::PurgeBefore;
     let hour = 3_600_000i64;
-    loop {
-        let now = crate::domain::now_millis();
-        let dedupe = i64::try_from(settings.engine.dedupe_retention_hours).unwrap_or(72) * hour;
-        let before = PurgeBefore {
-            processed_events: now - dedupe,
-            transcript: now
-                - i64::try_from(settings.engine.transcript_retention_days).unwrap_or(90)
-                    * 24
-                    * hour,
-            // Idempotency keys must outlive any redelivery of their event.
-            idempotency: now - dedupe.max(24 * hour),
-            rate_limits: now,
-            // Delivered and failed messages: kept an hour, long enough for
-            // a proof of arrival after a restart to find its entry.
-            outbox: now - hour,
-            subscriptions: now,
-        };
-        match store.purge(before).await {
-            Ok(report) => tracing::info!(?report, "purged old records"),
-            Err(e) => tracing::warn!(error = %e, "purge failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            () = shutdown.wait() => return,
-        }
+    let now = crate::domain::now_millis();
+    let dedupe = i64::try_from(settings.engine.dedupe_retention_hours).unwrap_or(72) * hour;
+    let before = PurgeBefore {
+        processed_events: now - dedupe,
+        transcript: now
+            - i64::try_from(settings.engine.transcript_retention_days).unwrap_or(90) * 24 * hour,
+        // Idempotency keys must outlive any redelivery of their event.
+        idempotency: now - dedupe.max(24 * hour),
+        rate_limits: now,
+        // Delivered and failed messages: kept an hour, long enough for
+        // a proof of arrival after a restart to find its entry.
+        outbox: now - hour,
+        subscriptions: now,
+    };
+    match store.purge(before).await {
+        Ok(report) => tracing::info!(?report, "purged old records"),
+        Err(e) => tracing::warn!(error = %e, "purge failed"),
     }
 }

@@ -23,6 +23,11 @@
 //!   store did not know binds that message to it: see
 //!   [`TurnCommit::seen_message`](crate::engine::ports::TurnCommit)).
 //!
+//! - **Several instances.** With shared storage (PostgreSQL) every
+//!   instance drains the outbox, each chat under a lease (`outbox:<chat>`)
+//!   that one instance holds at a time, so the chat's order holds and no
+//!   entry is sent by two; claims are compare-and-set on the attempt count.
+//!
 //! Pacing is the platform's business ([`Transport`]): replies are limited
 //! per chat and by 429s, bulk sends by a bot-wide cap.
 
@@ -55,6 +60,14 @@ pub struct DeliverySettings {
     pub max_backoff: Duration,
     /// Entries a worker reads at once.
     pub batch: u32,
+    /// With storage shared by several instances: this instance's lease
+    /// holder name. A chat is then drained by one instance at a time, under
+    /// the lease `outbox:<chat>`; `None` (one instance) skips the leases.
+    pub chat_leases: Option<Arc<str>>,
+    /// How long a chat's lease lasts unless renewed (renewed before a send
+    /// once a third of it has passed); after a crash, another instance
+    /// drains the chat within this time.
+    pub chat_lease_ttl: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -64,6 +77,8 @@ impl Default for DeliverySettings {
             rescan_every: Duration::from_secs(30),
             max_backoff: Duration::from_secs(60),
             batch: 32,
+            chat_leases: None,
+            chat_lease_ttl: Duration::from_secs(30),
         }
     }
 }

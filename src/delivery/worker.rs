@@ -10,8 +10,23 @@ use crate::engine::{Lane, Outbound};
 /// Why a bulk entry a crash left in doubt was not sent again.
 pub const IN_DOUBT_BULK: &str = "in doubt after a restart; a bulk message is never sent twice";
 use crate::engine::ports::{NextEntry, OutboxEntry, OutboxState, Settled, StoreError};
+use crate::lease::Lease;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// True while the chat's lease (if delivery uses leases) is ours.
+async fn keep(lease: Option<&mut Lease>) -> bool {
+    let Some(lease) = lease else {
+        return true;
+    };
+    match lease.hold().await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, "delivery: cannot renew a chat's lease");
+            false
+        }
+    }
+}
 
 /// What to do with the entry at the head of the chat.
 enum Step {
@@ -22,26 +37,60 @@ enum Step {
 }
 
 impl Delivery {
+    /// Drains `chat` until it has nothing more to send. With shared
+    /// storage, only while this instance holds the chat's lease; after
+    /// giving it up, looks once more, so an entry another instance
+    /// committed meanwhile (and could not send: the lease was ours) is not
+    /// left behind.
     pub(super) async fn drain(self: Arc<Self>, chat: ChatRef) {
         let Some(transport) = self.transport(chat.channel) else {
             self.quit(&chat);
             return;
         };
+        let mut lease = self.settings.chat_leases.as_ref().map(|holder| {
+            Lease::new(
+                self.store.clone(),
+                format!("outbox:{chat}"),
+                holder.clone(),
+                self.settings.chat_lease_ttl,
+            )
+        });
+        if !keep(lease.as_mut()).await {
+            // Another instance drains this chat.
+            self.quit(&chat);
+            return;
+        }
+        self.drain_held(&chat, transport.as_ref(), lease.as_mut())
+            .await;
+        if let Some(lease) = lease.as_mut() {
+            lease.release().await;
+            if matches!(self.store.open_entries(&chat, 1).await, Ok(e) if !e.is_empty()) {
+                self.wake_chat(&chat);
+            }
+        }
+    }
+
+    async fn drain_held(
+        &self,
+        chat: &ChatRef,
+        transport: &dyn Transport,
+        mut lease: Option<&mut Lease>,
+    ) {
         let mut shutdown = self.shutdown.clone();
-        let mut next = self.store.take_next(&chat, now_millis()).await;
+        let mut next = self.store.take_next(chat, now_millis()).await;
         loop {
             if shutdown.is_fired() {
                 break;
             }
             let step = match next {
                 Ok(None) => {
-                    if self.finished(&chat) {
+                    if self.finished(chat) {
                         return;
                     }
-                    next = self.store.take_next(&chat, now_millis()).await;
+                    next = self.store.take_next(chat, now_millis()).await;
                     continue;
                 }
-                Ok(Some(found)) => self.step(transport.as_ref(), found).await,
+                Ok(Some(found)) => self.step(transport, found).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery: cannot read the outbox");
                     Step::Later(Duration::from_secs(1))
@@ -49,8 +98,11 @@ impl Delivery {
             };
             match step {
                 Step::Send(entry) => {
-                    let Some(outcome) = self.deliver(transport.as_ref(), (*entry).clone()).await
-                    else {
+                    // Nothing goes out once another instance may have the chat.
+                    if !keep(lease.as_deref_mut()).await {
+                        break;
+                    }
+                    let Some(outcome) = self.deliver(transport, (*entry).clone()).await else {
                         break; // shutting down
                     };
                     next = self.settle(&entry, outcome).await;
@@ -60,11 +112,11 @@ impl Delivery {
                         () = tokio::time::sleep(wait) => {}
                         () = shutdown.wait() => break,
                     }
-                    next = self.store.take_next(&chat, now_millis()).await;
+                    next = self.store.take_next(chat, now_millis()).await;
                 }
             }
         }
-        self.quit(&chat);
+        self.quit(chat);
     }
 
     /// Decides about the chat's head entry: send it now, or wait.

@@ -7,8 +7,10 @@
 //!
 //! A turn is atomic: the dedupe record, the new state (optimistic
 //! concurrency) and the transcript commit in one transaction, so an event
-//! delivered twice is answered once. Turns of one conversation run in order
-//! (a per-conversation lock here, the version check across instances);
+//! delivered twice is answered once. Turns of one conversation run in order:
+//! a per-conversation lock here, and across instances the store's
+//! conversation lock ([`ports::ConversationStore::lock_conversation`], an
+//! advisory lock on PostgreSQL), with the version check as the last guard;
 //! different conversations run concurrently.
 
 pub mod actions;
@@ -114,6 +116,9 @@ pub struct Engine {
     waker: OnceLock<Arc<dyn OutboxWaker>>,
     /// The platform's status as the watcher last saw it.
     status: Arc<status::StatusBoard>,
+    /// Turns redone after a write conflict (none when the store's
+    /// conversation lock works).
+    redone: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -142,7 +147,13 @@ impl Engine {
             locks: locks::KeyedLocks::default(),
             waker: OnceLock::new(),
             status: status::StatusBoard::new(),
+            redone: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many turns were redone after a write conflict since start.
+    pub fn redone_turns(&self) -> u64 {
+        self.redone.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The status board the engine reads (the status watcher keeps it
@@ -187,6 +198,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(channel = %inbound.key.channel, event = inbound.event_id.as_ref().map(|e| e.as_str())))]
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply, EngineError> {
         let _turn = self.locks.lock(&inbound.key).await;
+        let _shared = self.store.lock_conversation(&inbound.key).await?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (seen, stored) = self
                 .store
@@ -214,6 +226,8 @@ impl Engine {
                 }
                 Err(StoreError::Conflict(_)) => {
                     tracing::debug!("conversation changed by another writer; redoing the turn");
+                    self.redone
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -183,8 +183,41 @@ pub struct PurgeReport {
     pub subscriptions: u64,
 }
 
+/// Held while a turn runs: keeps other instances' turns of the same
+/// conversation waiting (see [`ConversationStore::lock_conversation`]).
+/// Dropping it lets them go, also when the turn fails.
+pub struct TurnLock {
+    _guard: Box<dyn Send>,
+}
+
+impl TurnLock {
+    pub fn new(guard: impl Send + 'static) -> Self {
+        Self {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl std::fmt::Debug for TurnLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnLock")
+    }
+}
+
 #[async_trait]
 pub trait ConversationStore: Send + Sync {
+    /// Serialises turns of one conversation across instances: the engine
+    /// takes this before loading and holds it through the commit, so no
+    /// turn is redone on a conflict. `None` where one process owns the
+    /// storage (SQLite, memory: the engine's own per-conversation lock is
+    /// enough).
+    async fn lock_conversation(
+        &self,
+        _key: &ConversationKey,
+    ) -> Result<Option<TurnLock>, StoreError> {
+        Ok(None)
+    }
+
     async fn load_conversation(
         &self,
         key: &ConversationKey,
@@ -596,7 +629,12 @@ pub trait StatusStore: Send + Sync {
     /// Drops every subscription of a chat (a permanent delivery failure:
     /// the user blocked the bot). Returns how many went.
     async fn drop_subscriptions(&self, chat: &ChatRef) -> Result<u64, StoreError>;
+}
 
+/// Named leases: one holder at a time for a job shared by instances (the
+/// status watcher, the periodic purge, one chat's outbox).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Takes or renews the lease `name` for `holder` until `until`; true
     /// while `holder` holds it. Another holder gets it only once it expired.
     async fn try_lease(
@@ -614,12 +652,24 @@ pub trait StatusStore: Send + Sync {
 
 /// Everything the bot keeps: one interface, several backends.
 pub trait Store:
-    ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore + StatusStore
+    ConversationStore
+    + RateLimitStore
+    + IdempotencyStore
+    + AuditLog
+    + OutboxStore
+    + StatusStore
+    + LeaseStore
 {
 }
 
 impl<
-    T: ConversationStore + RateLimitStore + IdempotencyStore + AuditLog + OutboxStore + StatusStore,
+    T: ConversationStore
+        + RateLimitStore
+        + IdempotencyStore
+        + AuditLog
+        + OutboxStore
+        + StatusStore
+        + LeaseStore,
 > Store for T
 {
 }

@@ -100,18 +100,33 @@ pub fn load_dir_with(dir: &Path, max_file_bytes: u64) -> Result<FlowSet, Vec<Dia
 /// The default flows (`flows/*.toml` in the source tree), compiled into
 /// the binary so it runs anywhere; `engine.flows_dir` replaces them.
 pub const BUILTIN_FLOWS: &[(&str, &str)] = &[
-    ("after_login.toml", include_str!("../../flows/after_login.toml")),
+    (
+        "after_login.toml",
+        include_str!("../../flows/after_login.toml"),
+    ),
     ("browser.toml", include_str!("../../flows/browser.toml")),
     ("feedback.toml", include_str!("../../flows/feedback.toml")),
     ("human.toml", include_str!("../../flows/human.toml")),
     ("main.toml", include_str!("../../flows/main.toml")),
-    ("password_reset.toml", include_str!("../../flows/password_reset.toml")),
+    (
+        "password_reset.toml",
+        include_str!("../../flows/password_reset.toml"),
+    ),
     ("security.toml", include_str!("../../flows/security.toml")),
     ("signup.toml", include_str!("../../flows/signup.toml")),
     ("status.toml", include_str!("../../flows/status.toml")),
-    ("two_factor.toml", include_str!("../../flows/two_factor.toml")),
-    ("two_factor_setup.toml", include_str!("../../flows/two_factor_setup.toml")),
-    ("wrong_password.toml", include_str!("../../flows/wrong_password.toml")),
+    (
+        "two_factor.toml",
+        include_str!("../../flows/two_factor.toml"),
+    ),
+    (
+        "two_factor_setup.toml",
+        include_str!("../../flows/two_factor_setup.toml"),
+    ),
+    (
+        "wrong_password.toml",
+        include_str!("../../flows/wrong_password.toml"),
+    ),
 ];
 
 /// Where built-in flows say they come from in diagnostics.
@@ -127,7 +142,10 @@ pub fn load_builtin() -> Result<FlowSet, Vec<Diagnostic>> {
 }
 
 /// The flows in `dir`, or the built-in ones when no directory is set.
-pub fn load_configured(dir: Option<&Path>, max_file_bytes: u64) -> Result<FlowSet, Vec<Diagnostic>> {
+pub fn load_configured(
+    dir: Option<&Path>,
+    max_file_bytes: u64,
+) -> Result<FlowSet, Vec<Diagnostic>> {
     match dir {
         Some(dir) => load_dir_with(dir, max_file_bytes),
         None => load_builtin(),

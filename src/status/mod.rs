@@ -76,22 +76,9 @@ impl StatusConfig {
             poll: Duration::from_secs(s.poll_secs.max(1)),
             targets: s.announce.clone(),
             login_components: s.login_components.clone(),
-            holder: format!(
-                "{}-{}-{:08x}",
-                hostname(),
-                std::process::id(),
-                rand::random::<u32>()
-            ),
+            holder: crate::lease::holder_name(),
         })
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "recoverbot".into())
 }
 
 /// The watcher and what it feeds. Cheap to share.

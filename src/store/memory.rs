@@ -7,10 +7,10 @@ use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, 
 use crate::engine::Outbound;
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, EscalationRecord, FeedbackRecord, IdempotencyRecord,
-    IdempotencyStore, OutboxEntry, OutboxState, OutboxStore, ProcessedEvent, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
-    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
-    TurnCommit,
+    IdempotencyStore, LeaseStore, OutboxEntry, OutboxState, OutboxStore, ProcessedEvent,
+    PurgeBefore, PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted,
+    StatusRecord, StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
+    TranscriptEntry, TurnCommit,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -533,7 +533,10 @@ impl StatusStore for MemoryStore {
         t.subscriptions.retain(|(_, c), _| c != chat);
         Ok((n - t.subscriptions.len()) as u64)
     }
+}
 
+#[async_trait]
+impl LeaseStore for MemoryStore {
     async fn try_lease(
         &self,
         name: &str,

@@ -12,19 +12,47 @@ use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, 
 use crate::engine::Envelope;
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore, OutboxEntry, OutboxStore, ProcessedEvent, PurgeBefore,
-    PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted, StatusRecord,
-    StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange, TranscriptEntry,
-    TurnCommit,
+    IdempotencyRecord, IdempotencyStore, LeaseStore, OutboxEntry, OutboxStore, ProcessedEvent,
+    PurgeBefore, PurgeReport, RateDecision, RateLimitStore, StatusCommit, StatusCommitted,
+    StatusRecord, StatusStore, StoreError, StoredConversation, Subscription, SubscriptionChange,
+    TranscriptEntry, TurnCommit, TurnLock,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::{Executor, Row};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The store on PostgreSQL.
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections a turn may hold for its conversation lock: all but two
+    /// of the pool, so loads, commits and delivery always find one (a turn
+    /// holding a lock waits for a second connection to commit).
+    lock_slots: Arc<Semaphore>,
+}
+
+/// A conversation's advisory lock: a transaction on its own connection
+/// that holds `pg_advisory_xact_lock`; dropped, it rolls back (or the
+/// connection dies with the process) and the lock goes.
+struct ConversationLock {
+    _tx: sqlx::Transaction<'static, Postgres>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The advisory lock key of a conversation: 64 bits of its SHA-256.
+fn lock_key(key: &ConversationKey) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [key.channel.as_str(), key.chat.as_str(), key.user.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -48,7 +76,11 @@ impl PostgresStore {
                 backend: "postgres",
                 reason: describe_connect_error(&e),
             })?;
-        Ok(Self { pool })
+        let slots = settings.max_connections.saturating_sub(2).max(1);
+        Ok(Self {
+            pool,
+            lock_slots: Arc::new(Semaphore::new(slots as usize)),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -107,6 +139,29 @@ fn conversation_from_row(
 
 #[async_trait]
 impl ConversationStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %key.channel))]
+    async fn lock_conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<TurnLock>, StoreError> {
+        let slot = self
+            .lock_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut tx = self.pool.begin().await.map_err(backend_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(key))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        Ok(Some(TurnLock::new(ConversationLock {
+            _tx: tx,
+            _slot: slot,
+        })))
+    }
+
     #[tracing::instrument(skip_all, fields(backend = "postgres", channel = %key.channel))]
     async fn load_conversation(
         &self,
@@ -740,7 +795,10 @@ impl StatusStore for PostgresStore {
             .map_err(backend_err)?
             .rows_affected())
     }
+}
 
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn try_lease(
         &self,
         name: &str,

@@ -19,10 +19,10 @@ use super::{Backend, Database, MigrationReport, OpenError};
 use crate::domain::{ChannelKind, ChatRef, ConversationKey, EventId, MessageRef, Millis};
 use crate::engine::ports::{
     AuditEntry, AuditLog, ConversationStore, Direction, EscalationRecord, FeedbackRecord,
-    IdempotencyRecord, IdempotencyStore, NextEntry, OutboxEntry, OutboxState, OutboxStore,
-    ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore, Settled, StatusCommit,
-    StatusCommitted, StatusRecord, StatusStore, StoreError, StoredConversation, Subscription,
-    SubscriptionChange, TranscriptEntry, TurnCommit,
+    IdempotencyRecord, IdempotencyStore, LeaseStore, NextEntry, OutboxEntry, OutboxState,
+    OutboxStore, ProcessedEvent, PurgeBefore, PurgeReport, RateDecision, RateLimitStore, Settled,
+    StatusCommit, StatusCommitted, StatusRecord, StatusStore, StoreError, StoredConversation,
+    Subscription, SubscriptionChange, TranscriptEntry, TurnCommit,
 };
 use crate::engine::{Envelope, Lane};
 use async_trait::async_trait;
@@ -1112,7 +1112,10 @@ impl StatusStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn try_lease(
         &self,
         name: &str,

@@ -161,9 +161,17 @@ struct Running {
 
 impl Running {
     async fn start(store: &Arc<dyn Store>, transport: Arc<Recorder>) -> Self {
+        Self::start_with(store, transport, DeliverySettings::default()).await
+    }
+
+    async fn start_with(
+        store: &Arc<dyn Store>,
+        transport: Arc<Recorder>,
+        settings: DeliverySettings,
+    ) -> Self {
         let settings = DeliverySettings {
             max_backoff: Duration::from_millis(200),
-            ..DeliverySettings::default()
+            ..settings
         };
         let delivery = Delivery::new(store.clone(), settings);
         delivery.register(ChannelKind::Telegram, transport).await;
@@ -358,6 +366,56 @@ async fn a_transient_failure_with_retry_after_is_retried_after_the_wait_and_deli
             (OutboxState::Delivered, 2, None)
         );
         running.stop().await;
+    })
+    .await;
+}
+
+/// An instance sharing the store with others: chats under leases held as
+/// `holder`, and an in-doubt grace far shorter than a send takes (a slow
+/// platform), so only the lease keeps a second instance off a message in
+/// flight.
+fn shared(holder: &str) -> DeliverySettings {
+    DeliverySettings {
+        chat_leases: Some(Arc::from(holder)),
+        in_doubt_grace: Duration::from_millis(10),
+        rescan_every: Duration::from_millis(50),
+        ..DeliverySettings::default()
+    }
+}
+
+#[tokio::test]
+async fn two_instances_draining_one_outbox_send_every_message_once_and_in_order() {
+    on_every_store("delivery_two_instances", |store| async move {
+        let platform = Recorder::new(Duration::from_millis(40));
+        let one = Running::start_with(&store, platform.clone(), shared("instance-1")).await;
+        let two = Running::start_with(&store, platform.clone(), shared("instance-2")).await;
+        let chats: Vec<ChatRef> = (0..4).map(|i| chat(&format!("shared-{i}"))).collect();
+        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        for round in 0..3 {
+            for (c, to) in chats.iter().enumerate() {
+                let texts: Vec<String> = (0..3)
+                    .map(|i| format!("chat {c} round {round} line {i}"))
+                    .collect();
+                queue(&store, to, &texts).await;
+                expected.entry(to.chat.clone()).or_default().extend(texts);
+                // Both instances hear of every commit, as both scan.
+                one.delivery.wake_chat(to);
+                two.delivery.wake_chat(to);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        settled(&store, Duration::from_secs(60)).await;
+        for to in &chats {
+            let got: Vec<String> = platform
+                .delivered(&to.chat)
+                .into_iter()
+                .map(|s| s.text)
+                .collect();
+            assert_eq!(got, expected[&to.chat], "{}: once each, in order", to.chat);
+        }
+        assert_eq!(platform.log().len(), 4 * 3 * 3, "nothing sent twice");
+        one.stop().await;
+        two.stop().await;
     })
     .await;
 }

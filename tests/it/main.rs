@@ -13,6 +13,7 @@ mod engine_rules;
 mod enumeration;
 mod flows_check;
 mod flows_walk;
+mod instances;
 mod outbox_contract;
 mod redaction;
 mod status_store;
